@@ -1,0 +1,140 @@
+"""Evaluate one cell through lmms-eval's ``simple_evaluate`` and summarise it for the result record.
+
+lmms-eval is used as a library with the real task code (prompts, answer extraction, scoring, aggregation); our model
+instance is passed in directly. lmms-eval does not always raise when something went wrong, so every expected metric is
+verified afterwards (``eval/verify.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from adatp_bench import flops
+from adatp_bench.eval.benchmarks import PreparedBenchmark
+from adatp_bench.eval.lmms_model import AdatpBenchLMM
+from adatp_bench.models.specs import ModelSpec
+from adatp_bench.pruning.base import PruningMethod
+from adatp_bench.results import RunDir, atomic_write_text
+
+
+def evaluate_cell(
+    cfg: DictConfig,
+    spec: ModelSpec,
+    method: PruningMethod,
+    bench: PreparedBenchmark,
+    run_dir: RunDir,
+    completed: dict[tuple[str, int], dict[str, Any]],
+    on_sample: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    """Run lmms-eval on one cell; returns the metric and efficiency fields of the result record."""
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
+    from lmms_eval.utils import handle_non_serializable
+
+    from adatp_bench.eval.verify import count_empty_responses, to_percent, verify_results
+
+    m = cfg.model
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    lmm = AdatpBenchLMM(
+        model=spec.name,
+        method=method,
+        source=m.source,
+        dtype=m.dtype,
+        device=m.device,
+        attn_implementation=m.attn_implementation,
+        num_frames=m.num_frames,
+        seed=cfg.seed,
+        on_sample=on_sample,
+        completed=completed,
+        relevance_encoder=m.relevance_encoder,
+    )
+    # The task picks its prompt variant by this name (lmms_eval_specific_kwargs): "default" or e.g. "llava_vid".
+    tm = TaskManager("WARNING", include_path=str(bench.include_path), include_defaults=False,
+                     model_name=spec.prompt_style)
+    results = simple_evaluate(
+        model=lmm,
+        tasks=[bench.task],
+        task_manager=tm,
+        limit=cfg.limit,
+        bootstrap_iters=0,
+        log_samples=True,
+        random_seed=cfg.seed,
+        numpy_random_seed=cfg.seed,
+        torch_random_seed=cfg.seed,
+        fewshot_random_seed=cfg.seed,
+    )
+    if results is None:  # non-zero ranks get None from simple_evaluate
+        return {"metrics": {}, "score": None, "n_samples": len(lmm.records), "efficiency": {}}
+    atomic_write_text(
+        run_dir.path / "lmms_results.json", json.dumps(results, indent=2, default=handle_non_serializable)
+    )
+    metrics = verify_results(results, [bench.task])
+    headline_key = next(iter(metrics))
+    return {
+        "metrics": metrics,
+        "score": to_percent(bench.task, metrics[headline_key]),
+        "n_samples": len(lmm.records),
+        "n_empty_responses": count_empty_responses(results),
+        "efficiency": summarise_efficiency(lmm, spec),
+    }
+
+
+def summarise_efficiency(lmm: AdatpBenchLMM, spec: ModelSpec) -> dict[str, Any]:
+    """Mean tokens per layer, paper-convention FLOPs (and labelled extras), latency and memory over the samples."""
+    records = lmm.records
+    if not records:
+        return {}
+    llm = lmm.llm
+    cfg = llm.config
+    num_layers = llm.num_layers
+    frames = lmm.num_frames
+    per_row = spec.newline_layout == "per_row"
+    # Paper convention (FLOPS.md §1.4): OneVision's single trailing newline is not counted; LLaVA-Video's row newlines
+    # are (those kept).
+    vanilla_video = frames * llm.tokens_per_frame + (frames * llm.grid_side if per_row else 0)
+    vanilla = flops.paper_tflops(cfg, [vanilla_video] * num_layers)
+    reports = []
+    for rec in records:
+        video, newline = rec["video_tokens_per_layer"], rec["newline_tokens_per_layer"]
+        paper_tokens = video if per_row else [v - n for v, n in zip(video, newline, strict=True)]
+        report = flops.make_flops_report(
+            cfg,
+            paper_tokens,
+            vanilla_tflops=vanilla,
+            available_video_tokens=vanilla_video,
+            text_tokens=rec["text_tokens"],
+            newline_tokens_per_layer=None if per_row else newline,
+            frames=frames,
+            new_tokens=rec["output_tokens"],
+        )
+        reports.append(report.as_dict())
+
+    def mean(values: list[float]) -> float:
+        return float(statistics.fmean(values)) if values else float("nan")
+
+    timing_keys = sorted({k for rec in records for k in rec["timings_ms"]})
+    peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {
+        "visual_tokens_in": mean([r["visual_tokens_in"] for r in records]),
+        "video_tokens_per_layer": [mean([r["video_tokens_per_layer"][i] for r in records]) for i in range(num_layers)],
+        "text_tokens": mean([r["text_tokens"] for r in records]),
+        "paper_tflops": mean([r["paper_tflops"] for r in reports]),
+        "vanilla_paper_tflops": vanilla,
+        "pct_flops_of_vanilla": mean([r["pct_of_vanilla"] for r in reports]),
+        "extra_full_prefill_tflops": mean([r["extra_full_prefill_tflops"] for r in reports]),
+        "extra_vision_encoder_tflops": mean([r["extra_vision_encoder_tflops"] for r in reports]),
+        "extra_decode_tflops": mean([r["extra_decode_tflops"] for r in reports]),
+        "flops_convention": "LLM prefill MACs over video tokens (FastVID App. A.2); extras labelled separately",
+        "latency_ms": {k: mean([r["timings_ms"].get(k, 0.0) for r in records]) for k in timing_keys},
+        "peak_gpu_memory_mib": peak,
+        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "attn_implementation": llm.config.text_config._attn_implementation,
+    }

@@ -1,0 +1,187 @@
+"""Our lmms-eval model: the :class:`VideoLLM` adapter with a pruning method, behind lmms-eval's ``lmms`` API.
+
+Registered through the ``lmms_eval.models`` entry point (pyproject.toml), so both work without editing lmms-eval:
+
+    lmms-eval eval --model adatp_bench --model_args model=tiny,method=fastv --tasks videomme_synth --include_path ...
+    simple_evaluate(model=AdatpBenchLMM(...), tasks=[...])            # in-process, as run.py does
+
+Design rules:
+- Exceptions propagate. lmms-eval's own wrappers turn a failed sample into ``""``; we never do (a crash marks the
+  cell failed instead of silently scoring it).
+- Per-sample records (answer, tokens per layer, timings) go to ``on_sample`` as soon as a sample finishes, and
+  ``completed`` answers are reused without running the model: that is how a requeued job resumes mid-cell.
+- lmms-eval's evaluator shards documents by ``rank``/``world_size`` (it sets both from ``WORLD_SIZE``/``RANK`` and
+  gathers over torch.distributed); we only bind the device to ``LOCAL_RANK``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
+from lmms_eval.api.model import lmms
+from tqdm import tqdm
+
+from adatp_bench.models.adapter import SampleOutput, VideoLLM
+from adatp_bench.pruning import PruningMethod, build_method, load_method_config
+
+SampleKey = tuple[str, int]  # (task, doc_id)
+
+
+class AdatpBenchLMM(lmms):
+    """A pruned Video LLM for lmms-eval's ``generate_until`` video tasks (batch size 1)."""
+
+    is_simple = True
+
+    def __init__(
+        self,
+        model: str | VideoLLM = "tiny",
+        method: str | PruningMethod = "vanilla",
+        source: str | None = None,
+        dtype: str = "float32",
+        device: str | None = None,
+        attn_implementation: str = "sdpa",
+        num_frames: int | str | None = None,
+        seed: int | str = 0,
+        batch_size: int | str = 1,
+        relevance_encoder: str | None = None,
+        on_sample: Callable[[dict[str, Any]], None] | None = None,
+        completed: dict[SampleKey, dict[str, Any]] | None = None,
+        **method_settings: Any,
+    ) -> None:
+        super().__init__()
+        if int(batch_size) != 1:
+            raise ValueError(f"batch_size={batch_size}: pruning methods assume batch size 1 (METHODS.md §14.5)")
+        self._world_size = int(os.environ.get("WORLD_SIZE", 1))
+        self._rank = int(os.environ.get("RANK", 0))
+        if device is None:
+            device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+        if isinstance(model, VideoLLM):
+            self.llm = model
+        else:
+            self.llm = VideoLLM.from_spec(
+                model,
+                source=source,
+                dtype=dtype,
+                device=device,
+                attn_implementation=attn_implementation,
+                relevance_encoder=relevance_encoder,
+            )
+        if isinstance(method, str):
+            settings = {**load_method_config(method), **_coerce(method_settings)}
+            method = build_method(method, **settings)
+        self.method = method
+        self.num_frames = int(num_frames) if num_frames not in (None, "", "None") else self.llm.spec.num_frames
+        self.seed = int(seed)
+        self.on_sample = on_sample
+        self.completed = completed or {}
+        self.records: list[dict[str, Any]] = []
+
+    @property
+    def rank(self) -> int:
+        return self._rank
+
+    @property
+    def world_size(self) -> int:
+        return self._world_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.llm.device
+
+    def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
+        """Answer each request: decode its video, run the pruned model greedily, cut at the ``until`` strings."""
+        from adatp_bench.eval.video import load_video_frames
+
+        results: list[GenerationResult] = []
+        bar = tqdm(requests, desc=f"{self.method.name} samples", disable=self.rank != 0, leave=False)
+        with self.method(self.llm):
+            for req in bar:
+                context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
+                key = (task, int(doc_id))
+                if key in self.completed:
+                    rec = self.completed[key]
+                else:
+                    visuals = doc_to_visual(self.task_dict[task][split][doc_id])
+                    if len(visuals) != 1 or not isinstance(visuals[0], str):
+                        raise ValueError(f"{task} doc {doc_id}: expected one video path, got {visuals!r}")
+                    t0 = time.perf_counter()
+                    frames = load_video_frames(visuals[0], self.num_frames)
+                    decode_ms = (time.perf_counter() - t0) * 1e3
+                    out = self.llm.generate(
+                        frames,
+                        context,
+                        max_new_tokens=int(gen_kwargs.get("max_new_tokens", 16)),
+                        sample_id=f"{task}/{doc_id}",
+                        seed=self.seed,
+                    )
+                    rec = _record(task, int(doc_id), visuals[0], context, out, gen_kwargs, decode_ms)
+                    if self.on_sample is not None:
+                        self.on_sample(rec)
+                self.records.append(rec)
+                results.append(
+                    GenerationResult(
+                        text=rec["response"],
+                        token_counts=TokenCounts(input_tokens=rec["input_tokens"], output_tokens=rec["output_tokens"]),
+                    )
+                )
+        return results
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        raise NotImplementedError("the video benchmarks are generate_until tasks; loglikelihood is not supported")
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
+        raise NotImplementedError("multi-round generation is not supported")
+
+
+def _cut(text: str, until: list[str] | str | None) -> str:
+    stops = [until] if isinstance(until, str) else list(until or [])
+    for stop in stops:
+        if stop and stop in text:
+            text = text.split(stop)[0]
+    return text
+
+
+def _record(
+    task: str, doc_id: int, video: str, context: str, out: SampleOutput, gen_kwargs: dict, decode_ms: float
+) -> dict[str, Any]:
+    return {
+        "task": task,
+        "doc_id": doc_id,
+        "video": video,
+        "prompt": context,
+        "response": _cut(out.text, gen_kwargs.get("until")),
+        "raw_response": out.text,
+        "input_tokens": out.input_tokens,
+        "output_tokens": out.output_tokens,
+        "text_tokens": out.text_tokens,
+        "visual_tokens_in": out.visual_tokens_in,
+        "video_tokens_per_layer": out.video_tokens_per_layer,
+        "newline_tokens_per_layer": out.newline_tokens_per_layer,
+        "timings_ms": {"video_decode_ms": decode_ms, **out.timings_ms},
+        "method_stats": out.method_stats,
+    }
+
+
+def _coerce(settings: dict[str, Any]) -> dict[str, Any]:
+    """CLI model_args arrive as strings; turn numbers and booleans back into Python values."""
+    import yaml
+
+    return {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in settings.items()}
+
+
+def manifests() -> list[Any]:
+    """Entry point payload for lmms-eval's ``ModelRegistryV2`` (ECOSYSTEM.md §5.1)."""
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    return [
+        ModelManifest(
+            model_id="adatp_bench",
+            simple_class_path="adatp_bench.eval.lmms_model.AdatpBenchLMM",
+            aliases=("adatp-bench",),
+        )
+    ]

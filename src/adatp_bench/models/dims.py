@@ -1,0 +1,37 @@
+"""Model dimensions known without loading weights, so that settings are validated before any download or load."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from adatp_bench.models.specs import ModelSpec
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    tokens_per_frame: int
+    num_layers: int
+
+
+def model_dims(spec: ModelSpec, source: str | None = None) -> ModelDims:
+    """Pooled tokens per frame and LLM depth, from the tiny config, a local config.json, or the shipped configs."""
+    source = source or spec.source
+    if source == "builtin:tiny":
+        from adatp_bench.models.tiny import build_tiny_config, build_tiny_tokenizer
+
+        cfg = build_tiny_config(build_tiny_tokenizer())
+        vision, layers = cfg.vision_config, cfg.text_config.num_hidden_layers
+        side = vision.image_size // vision.patch_size
+    elif (Path(source) / "config.json").exists():
+        raw = json.loads((Path(source) / "config.json").read_text())
+        side = raw["vision_config"]["image_size"] // raw["vision_config"]["patch_size"]
+        layers = raw["text_config"]["num_hidden_layers"]
+    else:
+        from adatp_bench.models.full_size import load_full_size_config
+
+        cfg = load_full_size_config(spec.full_size_config or spec.name)
+        side = cfg.vision_config.image_size // cfg.vision_config.patch_size
+        layers = cfg.text_config.num_hidden_layers
+    return ModelDims(tokens_per_frame=spec.pooled_side(side) ** 2, num_layers=layers)

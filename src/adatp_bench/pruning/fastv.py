@@ -1,0 +1,59 @@
+"""FastV (Chen et al., ECCV 2024, arXiv 2403.06764) — port of ``pkunlp-icler/FastV@d165972`` (HF fork,
+``LlamaModel.fastv_forward``), with FastVID's LLaVA-OneVision settings (METHODS.md §2).
+
+At prefill, before decoder layer K, rank the video positions by the **last prompt token's** attention in layer K−1,
+averaged over heads (the official code's rule; the paper's text says "average attention received from all tokens"),
+keep the top R, drop the rest. Kept tokens keep their original RoPE positions (``position_ids = keep_indexs``).
+
+Retention follows the paper's "100%/R" notation: all tokens for K layers, then R. ``R·n`` is rounded as the official
+code does: ``topk(round(n·(1−prune)))`` with ``n`` the video span — newlines included for LLaVA-Video, where FastVID's
+table counts them inside the pruned span (METHODS.md §2, FLOPS.md §2). Scores come from the attention-row probe, so
+SDPA/FlashAttention stay on in every layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from adatp_bench.errors import ConfigError
+from adatp_bench.models.layout import VideoLayout
+from adatp_bench.pruning.base import PruningMethod, SampleContext, SequenceState, check_retention, register_method
+
+
+@register_method("fastv")
+@dataclass
+class FastV(PruningMethod):
+    """Args:
+    k: prune before this decoder layer (scores from layer k−1). Paper default 2.
+    retention: fraction R of the video span kept from layer k on (0.25 = "100%/25%").
+    """
+
+    k: int = 2
+    retention: float = 0.25
+
+    def validate(self, tokens_per_frame: int, num_frames: int, num_layers: int) -> None:
+        check_retention("retention", self.retention)
+        if not 1 <= self.k < num_layers:
+            raise ConfigError(f"fastv k={self.k} must lie in [1, {num_layers - 1}] for a {num_layers}-layer LLM")
+
+    def expected_video_tokens(self, layout: VideoLayout, num_layers: int) -> list[int]:
+        n = layout.video_len
+        return [n] * self.k + [round(n * self.retention)] * (num_layers - self.k)
+
+    def llm_layers(self, num_layers: int) -> tuple[int, ...]:
+        return (self.k - 1, self.k)
+
+    def before_layer(self, state: SequenceState, ctx: SampleContext) -> torch.Tensor | None:
+        if state.layer_idx == self.k - 1:
+            # Layer K−1's attention on its own input, last query row, mean over heads (fastv_forward ≈L1105).
+            ctx.stats["_fastv_scores"] = state.probe()[:, 0].mean(0)
+            return None
+        scores = ctx.stats.pop("_fastv_scores")
+        video = state.video_positions
+        n_keep = round(len(video) * self.retention)
+        top = torch.topk(scores[video.to(scores.device)], n_keep).indices.cpu()
+        keep_video = video[top]
+        keep = torch.cat([torch.nonzero(state.kind == 0).squeeze(1), keep_video])
+        return torch.sort(keep).values

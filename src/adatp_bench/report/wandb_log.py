@@ -1,0 +1,70 @@
+"""Weights & Biases logging: one W&B run per cell, one summary run per rendered table.
+
+Offline by default (``conf/logger/wandb.yaml``: ``mode: offline``): files are written under ``wandb/`` and nothing
+leaves the machine until the user runs ``wandb sync wandb/offline-run-*``. With ``logger=none`` nothing is imported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from adatp_bench.results import ResultRecord, RunDir, read_jsonl
+
+SAMPLE_COLUMNS = ("task", "doc_id", "response", "input_tokens", "visual_tokens_in", "output_tokens")
+
+
+def _init(settings: dict[str, Any], name: str, job_type: str, config: dict[str, Any], group: str | None) -> Any:
+    import wandb
+
+    Path(settings["dir"]).mkdir(parents=True, exist_ok=True)
+    return wandb.init(
+        project=settings.get("project") or "adatp-bench",
+        entity=settings.get("entity"),
+        group=group or settings.get("group"),
+        mode=settings.get("mode") or "offline",
+        dir=settings["dir"],
+        name=name,
+        job_type=job_type,
+        config=config,
+        reinit="create_new",
+    )
+
+
+def log_cell(cfg: DictConfig, record: ResultRecord, run_dir: RunDir) -> str | None:
+    """Log a finished cell (config, metrics, FLOPs, latency, per-sample table). Returns the W&B run dir, or None."""
+    settings = cfg.get("logger", {}).get("wandb") if cfg.get("logger") else None
+    if not settings:
+        return None
+    settings = OmegaConf.to_container(settings, resolve=True)
+    run = _init(
+        settings,
+        name=f"{record.model}/{record.method}/{record.benchmark}/{record.run_id}",
+        job_type="cell",
+        config={**record.config, "run_id": record.run_id},
+        group=settings.get("group"),
+    )
+    try:
+        import wandb
+
+        eff = record.efficiency
+        summary = {
+            "score": record.score,
+            **{f"metrics/{k}": v for k, v in record.metrics.items()},
+            "flops/paper_tflops": eff.get("paper_tflops"),
+            "flops/pct_of_vanilla": eff.get("pct_flops_of_vanilla"),
+            "tokens/visual_tokens_in": eff.get("visual_tokens_in"),
+            **{f"latency/{k}": v for k, v in eff.get("latency_ms", {}).items()},
+            "n_samples": record.n_samples,
+        }
+        run.log({k: v for k, v in summary.items() if v is not None})
+        rows = read_jsonl(run_dir.samples_path)
+        table = wandb.Table(columns=[*SAMPLE_COLUMNS, "prefill_ms"])
+        for row in rows:
+            table.add_data(*(row.get(c) for c in SAMPLE_COLUMNS), row.get("timings_ms", {}).get("prefill_ms"))
+        run.log({"samples": table})
+        return str(run.dir)
+    finally:
+        run.finish()

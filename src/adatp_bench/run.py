@@ -1,0 +1,157 @@
+"""Hydra entry point: evaluate one cell (model × method at a budget × benchmark) and write its result record.
+
+    python -m adatp_bench.run model=tiny method=fastv budget=r25 benchmark=videomme_synth
+    python -m adatp_bench.run -m experiment=demo                      # a sweep (Hydra multirun)
+
+Order of work: validate every setting (no model loaded yet) → run id → skip if done → lock the cell → resume from the
+samples an earlier attempt left → lmms-eval ``simple_evaluate`` with the real task code → verify every expected metric →
+efficiency (tokens, FLOPs, latency, memory) → atomic record → optional W&B. A failure is recorded with its error and the
+function returns normally, so the rest of a sweep goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from adatp_bench.errors import AdatpBenchError
+from adatp_bench.results import (
+    ResultRecord,
+    RunDir,
+    append_jsonl,
+    atomic_write_text,
+    git_state,
+    hardware,
+    package_versions,
+    run_id,
+)
+
+log = logging.getLogger("adatp_bench.run")
+
+
+def cell_identity(cfg: DictConfig, method_settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that change the numbers (dora's signature): paths, loggers and launchers are left out."""
+    m = cfg.model
+    return {
+        "model": {
+            "name": m.name,
+            "source": m.source,
+            "dtype": m.dtype,
+            "attn_implementation": m.attn_implementation,
+            "num_frames": m.num_frames,
+            "relevance_encoder": m.relevance_encoder,
+        },
+        "method": {"name": cfg.method.name, **method_settings},
+        "benchmark": {"name": cfg.benchmark.name, "task": cfg.benchmark.task},
+        "seed": cfg.seed,
+        "limit": cfg.limit,
+    }
+
+
+def _fmt(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
+
+
+def run_cell(cfg: DictConfig) -> ResultRecord | None:
+    """Evaluate one cell, or return its existing record when it is already done."""
+    from adatp_bench.eval.benchmarks import prepare_benchmark
+    from adatp_bench.eval.evaluate import evaluate_cell
+    from adatp_bench.models.dims import model_dims
+    from adatp_bench.models.specs import get_spec
+    from adatp_bench.pruning import build_method
+
+    settings = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k != "name"}
+    rid = run_id(cell_identity(cfg, settings))
+    run_dir = RunDir(Path(cfg.paths.results_dir), rid)
+    label = f"{cfg.model.name} | {cfg.method.name}({_fmt(settings)}) | {cfg.benchmark.name}"
+    if run_dir.is_done() and not cfg.force:
+        log.info("[skip] %s already done: %s", label, run_dir.path)
+        return run_dir.record()  # type: ignore[return-value]
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    base = {
+        "run_id": rid,
+        "model": cfg.model.name,
+        "method": cfg.method.name,
+        "method_settings": settings,
+        "benchmark": cfg.benchmark.name,
+        "task": cfg.benchmark.task,
+        "seed": cfg.seed,
+        "config": resolved,
+    }
+    started = time.time()
+    provenance = {**git_state(), "packages": package_versions(), "hardware": hardware(), "started": started}
+    try:
+        with run_dir.lock():
+            atomic_write_text(run_dir.path / "config.yaml", OmegaConf.to_yaml(resolved))
+            # Every setting is checked before any weight is loaded.
+            spec = get_spec(cfg.model.name)
+            method = build_method(cfg.method.name, **settings)
+            dims = model_dims(spec, cfg.model.source)
+            method.validate(dims.tokens_per_frame, cfg.model.num_frames or spec.num_frames, dims.num_layers)
+            completed = run_dir.completed_samples()
+            if completed:
+                log.info("[resume] %s: %d samples already answered", label, len(completed))
+            log.info("[run] %s → %s", label, run_dir.path)
+            bench = prepare_benchmark(cfg.benchmark, Path(cfg.paths.data_dir))
+            result = evaluate_cell(
+                cfg=cfg,
+                spec=spec,
+                method=method,
+                bench=bench,
+                run_dir=run_dir,
+                completed=completed,
+                on_sample=lambda rec: append_jsonl(run_dir.samples_path, rec),
+            )
+            provenance.update(finished=time.time(), wall_s=time.time() - started)
+            record = ResultRecord(status="ok", provenance=provenance, **base, **result)
+            run_dir.write_record(record)
+    except BlockingIOError:
+        log.warning("[busy] %s is being run by another process; skipping", label)
+        return None
+    except Exception as err:
+        provenance.update(finished=time.time(), wall_s=time.time() - started, traceback=traceback.format_exc())
+        record = ResultRecord(
+            status="failed",
+            error=str(err),
+            error_type=type(err).__name__,
+            provenance=provenance,
+            **base,
+        )
+        run_dir.write_record(record)
+        log.error("[failed] %s: %s: %s", label, type(err).__name__, err)
+        if not isinstance(err, AdatpBenchError):
+            log.error(provenance["traceback"])
+        return record
+    log.info("[done] %s: score %.2f in %.1fs", label, record.score or float("nan"), record.provenance["wall_s"])
+    from adatp_bench.report.wandb_log import log_cell
+
+    log_cell(cfg, record, run_dir)
+    return record
+
+
+@hydra.main(config_path="../../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra task function: one cell per job."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    record = run_cell(cfg)
+    if record is None:
+        return None
+    if record.status == "failed" and HydraConfig.get().mode != RunMode.MULTIRUN:
+        # A single run reports its failure through the exit code; a sweep records it and goes on.
+        raise SystemExit(f"cell failed: {record.error_type}: {record.error}")
+    return record.score
+
+
+if __name__ == "__main__":
+    main()
