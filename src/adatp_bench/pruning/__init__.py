@@ -1,6 +1,6 @@
 """Training-free visual-token pruning methods behind one interface (see ``base.py``).
 
-Importing this package registers every method. ``build_method(name, **settings)`` instantiates one;
+Importing this package imports every module in it, which registers every method (one module per method). ``build_method(name, **settings)`` instantiates one;
 ``load_method_config(name)`` reads its defaults from ``conf/method/<name>.yaml``.
 """
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from adatp_bench.pruning import fastv, vanilla  # noqa: F401  (registration side effect)
+import importlib
+import pkgutil
+
 from adatp_bench.pruning.base import (
     METHODS,
     PruningMethod,
@@ -21,6 +23,8 @@ from adatp_bench.pruning.base import (
 )
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+for _module in pkgutil.iter_modules(__path__):  # shared helpers (base, probe, ...) import harmlessly
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "METHODS",
