@@ -46,3 +46,29 @@ def test_probe_default_row_is_last(eager_qwen2: Qwen2Model) -> None:
     b = probe_attention(eager_qwen2.layers[0], x, rope, torch.tensor([11]))
     assert torch.equal(a, b)
     assert torch.allclose(a.sum(-1), torch.ones(4, 1))
+
+
+def test_decode_attention_row_matches_probe_over_full_sequence() -> None:
+    """The decode-time row (new token over the post-RoPE KV cache) equals the probe's last row on the whole sequence."""
+    from transformers import DynamicCache
+
+    from adatp_bench.models.llm import decode_attention_row
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=128)
+    cfg._attn_implementation = "sdpa"
+    model = Qwen2Model(cfg).eval()
+    x = torch.randn(1, 21, 64)
+    pos = torch.arange(21)[None]
+    rope = model.rotary_emb(x, pos)
+    layer = model.layers[0]
+    cache = DynamicCache(config=cfg)
+    with torch.no_grad():
+        layer(x[:, :20], attention_mask=None, past_key_values=cache, use_cache=True,
+              position_embeddings=(rope[0][:, :20], rope[1][:, :20]))
+        last_rope = (rope[0][:, 20:], rope[1][:, 20:])
+        layer(x[:, 20:], attention_mask=None, past_key_values=cache, use_cache=True, position_embeddings=last_rope)
+    got = decode_attention_row(layer, x[:, 20:], last_rope, cache, 0)
+    want = probe_attention(layer, x, rope)[:, 0]
+    assert torch.max(torch.abs(got - want)) <= 1e-5

@@ -153,11 +153,14 @@ class VideoLLM:
         return out["pixel_values_videos"].to(self.device, self.dtype)
 
     @torch.no_grad()
-    def encode_video(self, pixel_values_videos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_video(
+        self, pixel_values_videos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
         """Vision tower → projector → pooling.
 
         Returns:
-            grid (F, h, w, D) pooled post-projector tokens, and vision_hidden (F, P, Dv) pre-projector features.
+            grid (F, h, w, D) pooled post-projector tokens, vision_hidden (F, P, Dv) the pre-projector features, and
+            every vision layer's output (embeddings first).
         """
         b, _f = pixel_values_videos.shape[:2]
         if b != 1:
@@ -171,7 +174,7 @@ class VideoLLM:
         if self.config.vision_feature_select_strategy == "default":
             hidden = hidden[:, 1:]
         projected = inner.multi_modal_projector(hidden)
-        return self.pool(projected), hidden
+        return self.pool(projected), hidden, tuple(out.hidden_states)
 
     def pool(self, patch_map: torch.Tensor) -> torch.Tensor:
         """Pool (F, P[, C]) patch values onto the (F, h, w[, C]) token grid, with this model's pooling rule."""
@@ -202,7 +205,7 @@ class VideoLLM:
         t0 = time.perf_counter()
         pv = self.pixel_values(frames)
         ids = self.prompt_ids(question)
-        grid, vision_hidden = self.encode_video(pv)
+        grid, vision_hidden, vision_states = self.encode_video(pv)
         _sync(self.device)
         timings["vision_ms"] = (time.perf_counter() - t0) * 1e3
         layout = self.layout(ids, grid.shape[0])
@@ -214,6 +217,8 @@ class VideoLLM:
             vision_hidden=vision_hidden,
             pool_map=self.pool,
             relevance=self.relevance if method is not None and method.needs_relevance else None,
+            vision_hidden_states=vision_states,
+            llm=self,
         )
         if ctx.relevance is not None:
             ctx.relevance.reset_timer()
@@ -263,7 +268,7 @@ class VideoLLM:
             text_tokens=pre.text_tokens,
             visual_tokens_in=n_visual,
             timings_ms=timings,
-            method_stats=dict(ctx.stats),
+            method_stats={k: _plain(v) for k, v in ctx.stats.items() if not k.startswith("_")},
         )
 
     @torch.no_grad()
@@ -308,6 +313,17 @@ def load_pretrained(
     except (OSError, ValueError, ImportError) as err:
         raise ModelLoadError(f"cannot load {source!r}: {err}") from err
     return model, processor
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly copy of a stats value (tensors become lists or numbers)."""
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _sync(device: torch.device) -> None:

@@ -82,6 +82,8 @@ class DecoderRunner:
             state.hidden = layer(
                 state.hidden, attention_mask=None, past_key_values=cache, use_cache=True, position_embeddings=rope
             )
+        if method is not None:
+            method.after_prefill(cache, state, ctx)
         final = self.lm.norm(state.hidden if keep_all_hidden else state.hidden[:, -1:])
         return PrefillResult(
             last_hidden=final[:, -1:],
@@ -105,6 +107,8 @@ class DecoderRunner:
     ) -> list[int]:
         """Greedy decoding (every lmms-eval video task uses temperature 0); returns the generated token ids."""
         cache = prefill.cache
+        probe_layers = set(method.decode_probe_layers(self.num_layers)) if method is not None else set()
+        attention: dict[int, torch.Tensor] = {}
         logits = self.lm_head(prefill.last_hidden)[:, -1]
         out: list[int] = []
         for step in range(max_new_tokens):
@@ -115,19 +119,45 @@ class DecoderRunner:
             if step == max_new_tokens - 1:
                 break
             if method is not None:
-                method.on_decode_step(step, cache, ctx)
+                method.on_decode_step(step, cache, ctx, attention)
             hidden = self.lm.embed_tokens(torch.tensor([[token]], device=prefill.last_hidden.device))
             rope_by_pos: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+            attention = {}
             for idx, layer in enumerate(self.lm.layers):
                 pos = prefill.next_position[idx] + step
                 if pos not in rope_by_pos:
                     rope_by_pos[pos] = self._rope(hidden, torch.tensor([[pos]], device=hidden.device))
+                layer_input = hidden
                 hidden = layer(
-                    hidden, attention_mask=None, past_key_values=cache, use_cache=True,
+                    hidden,
+                    attention_mask=None,
+                    past_key_values=cache,
+                    use_cache=True,
                     position_embeddings=rope_by_pos[pos],
                 )
+                if idx in probe_layers:
+                    attention[idx] = decode_attention_row(layer, layer_input, rope_by_pos[pos], cache, idx)
             logits = self.lm_head(self.lm.norm(hidden))[:, -1]
         return out
+
+
+def decode_attention_row(
+    layer: torch.nn.Module,
+    hidden: torch.Tensor,
+    rope: tuple[torch.Tensor, torch.Tensor],
+    cache: DynamicCache,
+    layer_idx: int,
+) -> torch.Tensor:
+    """(H, S) fp32 attention of one decode token over layer ``layer_idx``'s cache (keys are stored after RoPE)."""
+    attn = layer.self_attn
+    x = layer.input_layernorm(hidden)[0]  # (1, D)
+    q = attn.q_proj(x).view(1, -1, attn.head_dim).transpose(0, 1).float()  # (H, 1, d)
+    cos, sin = (t[0].float() for t in rope)
+    half = q.shape[-1] // 2
+    q = q * cos + torch.cat((-q[..., half:], q[..., :half]), dim=-1) * sin
+    keys = cache.layers[layer_idx].keys[0].float()  # (Hkv, S, d), the new token included
+    keys = keys.repeat_interleave(q.shape[0] // keys.shape[0], dim=0)
+    return torch.softmax((q @ keys.transpose(1, 2)) * attn.scaling, dim=-1)[:, 0]
 
 
 def _bind_probe(layer: torch.nn.Module, hidden: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]):

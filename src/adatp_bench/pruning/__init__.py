@@ -6,11 +6,10 @@ Importing this package imports every module in it, which registers every method 
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import importlib
 import pkgutil
+from pathlib import Path
+from typing import Any
 
 from adatp_bench.pruning.base import (
     METHODS,

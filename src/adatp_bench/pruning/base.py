@@ -111,7 +111,11 @@ class SampleContext:
         vision_hidden: (F, P, Dv) the LLM's own per-frame vision features (the layer it feeds the projector).
         pool_map: pools a (F, P) or (F, P, C) patch map onto the token grid exactly as the tokens were pooled.
         relevance: the SigLIP relevance encoder, or None when the method did not ask for it.
-        stats: free-form per-sample numbers a method wants recorded (segments, budgets, ...).
+        vision_hidden_states: every SigLIP layer's output for the frames (embeddings first), for methods that need
+            vision-side attention (VisionZip, HoliTom): recompute it from ``llm.model.model.vision_tower``'s layers.
+        llm: the :class:`VideoLLM` itself (config, vision tower, pooling), read-only by convention.
+        stats: free-form per-sample numbers a method wants recorded (segments, budgets, ...). Keys starting with
+            "_" are scratch space and are not recorded.
     """
 
     layout: VideoLayout
@@ -120,6 +124,8 @@ class SampleContext:
     vision_hidden: torch.Tensor
     pool_map: Callable[[torch.Tensor], torch.Tensor]
     relevance: RelevanceEncoder | None = None
+    vision_hidden_states: tuple[torch.Tensor, ...] = ()
+    llm: Any = None
     stats: dict[str, Any] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -186,8 +192,19 @@ class PruningMethod:
         """In-LLM stage: sorted positions of ``state`` to keep (all text must stay), or None to keep all."""
         return None
 
-    def on_decode_step(self, step: int, cache: Any, ctx: SampleContext) -> None:
-        """Decode-time hook (e.g. DyCoke's KV selection). Default: nothing."""
+    def after_prefill(self, cache: Any, state: SequenceState, ctx: SampleContext) -> None:
+        """Called once after the last prefill layer with the KV cache (e.g. PruneVid prunes early layers' KV)."""
+
+    def decode_probe_layers(self, num_layers: int) -> tuple[int, ...]:
+        """Layers whose decode-step attention row (new token over the cache) :meth:`on_decode_step` receives."""
+        return ()
+
+    def on_decode_step(self, step: int, cache: Any, ctx: SampleContext, attention: dict[int, torch.Tensor]) -> None:
+        """Decode-time hook, before generated token ``step`` + 1 is fed (e.g. DyCoke's KV selection).
+
+        ``attention[l]`` is the (H, S_l) fp32 attention of the last generated token at layer ``l`` over that layer's
+        cache, for every ``l`` in :meth:`decode_probe_layers`. Default: nothing.
+        """
 
     def expected_video_tokens(self, layout: VideoLayout, num_layers: int) -> list[int] | None:
         """Video positions (grid tokens + newlines) entering each decoder layer, when the setting alone fixes them.
