@@ -1,6 +1,7 @@
 """Training-free visual-token pruning methods behind one interface (see ``base.py``).
 
-Importing this package imports every module in it, which registers every method (one module per method). ``build_method(name, **settings)`` instantiates one;
+Importing this package imports every module in it, which registers every method (one module per method).
+``build_method(name, **settings)`` instantiates one;
 ``load_method_config(name)`` reads its defaults from ``conf/method/<name>.yaml``.
 """
 
