@@ -49,3 +49,27 @@ def scene_frames() -> np.ndarray:
     frames = np.concatenate([np.repeat(a, 4, 0), np.repeat(b, 4, 0)]).astype(np.int16)
     frames += rng.integers(-3, 4, frames.shape)
     return np.clip(frames, 0, 255).astype(np.uint8)
+
+
+# -- evaluation data layer (adatp_bench.eval): one synthetic dataset + rendered task directory per session ------------
+
+SYNTH_ITEMS = 8  # > 7 MLVU-dev task types, so one type has two questions and the macro average is not trivial
+SYNTH_SEED = 0
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory: pytest.TempPathFactory):
+    """Directory with synthetic VideoMME / MLVU-dev / LongVideoBench data (tests must not modify it)."""
+    from adatp_bench.eval.synthetic import write_synthetic_benchmarks
+
+    data_dir = tmp_path_factory.mktemp("synthetic_data")
+    write_synthetic_benchmarks(data_dir, n_items=SYNTH_ITEMS, seed=SYNTH_SEED)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def synthetic_tasks(synthetic_data, tmp_path_factory: pytest.TempPathFactory):
+    """Rendered ``*_synth`` task directory for ``TaskManager(include_path=...)``."""
+    from adatp_bench.eval.tasks import write_synthetic_task_dir
+
+    return write_synthetic_task_dir(synthetic_data, tmp_path_factory.mktemp("synthetic_tasks"))

@@ -150,11 +150,12 @@ def test_fastv_keeps_exactly_the_probe_top_r(tiny_llm: VideoLLM, scene_frames: n
         with torch.no_grad():
             h1 = lm.layers[0](h, attention_mask=None, position_embeddings=rope)
         scores = probe_attention(lm.layers[1], h1, rope)[:, 0].mean(0)
-        video = state.video_positions
-        want = set(video[torch.topk(scores[video], round(len(video) * 0.3)).indices].tolist())
+        visual = state.visual_positions
+        want = set(visual[torch.topk(scores[visual], round(len(visual) * 0.3)).indices].tolist())
         state.layer_idx, state.probe = 1, lambda rows=None: probe_attention(lm.layers[1], h1, rope, rows)
         method.before_layer(state, ctx)
         state.layer_idx = 2
         keep = method.before_layer(state, ctx)
-    kept_video = {int(i) for i in keep if state.kind[i] != 0}
-    assert kept_video == want
+    kept_visual = {int(i) for i in keep if state.kind[i] == 1}
+    assert kept_visual == want
+    assert int((state.kind[keep] == 2).sum()) == 1  # the one-per-video newline stays

@@ -130,7 +130,8 @@ def run_cell(cfg: DictConfig) -> ResultRecord | None:
         if not isinstance(err, AdatpBenchError):
             log.error(provenance["traceback"])
         return record
-    log.info("[done] %s: score %.2f in %.1fs", label, record.score or float("nan"), record.provenance["wall_s"])
+    score = "n/a" if record.score is None else f"{record.score:.2f}"
+    log.info("[done] %s: score %s in %.1fs", label, score, record.provenance["wall_s"])
     from adatp_bench.report.wandb_log import log_cell
 
     log_cell(cfg, record, run_dir)

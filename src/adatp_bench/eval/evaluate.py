@@ -76,13 +76,14 @@ def evaluate_cell(
     atomic_write_text(
         run_dir.path / "lmms_results.json", json.dumps(results, indent=2, default=handle_non_serializable)
     )
-    metrics = verify_results(results, [bench.task])
-    headline_key = next(iter(metrics))
+    primary = verify_results(results, [bench.task])[bench.task]
+    task_results = results["results"][bench.task]
+    metrics = {k: float(v) for k, v in task_results.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     return {
         "metrics": metrics,
-        "score": to_percent(bench.task, metrics[headline_key]),
+        "score": to_percent(bench.task, primary),
         "n_samples": len(lmm.records),
-        "n_empty_responses": count_empty_responses(results),
+        "n_empty_responses": sum(count_empty_responses(results).values()),
         "efficiency": summarise_efficiency(lmm, spec),
     }
 

@@ -113,4 +113,5 @@ def assemble(
         col=col,
         original_index=original_index,
         question_mask=question,
+        newline_layout=layout.newline_layout,
     )

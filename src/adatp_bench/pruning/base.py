@@ -49,6 +49,7 @@ class SequenceState:
         frame, row, col: (L,) grid cell of each video position (-1 for text; col == grid_w for a row newline).
         original_index: (L,) index of each position in the sequence that entered layer 0.
         question_mask: (L,) True for the text tokens after the video (question + answer prompt).
+        newline_layout: ``per_video`` or ``per_row`` (see ``models/layout.py``).
         layer_idx: the decoder layer about to run.
         probe: ``probe(rows) -> (heads, len(rows), L)`` fp32 attention of *this* layer on *this* input for the given
             query rows (default: the last row); see ``pruning/probe.py``.
@@ -62,6 +63,7 @@ class SequenceState:
     col: torch.Tensor
     original_index: torch.Tensor
     question_mask: torch.Tensor
+    newline_layout: str = "per_video"
     layer_idx: int = 0
     probe: Callable[..., torch.Tensor] | None = None
 
@@ -292,6 +294,31 @@ def check_retention(name: str, value: float) -> None:
     """Retention must lie in (0, 1]."""
     if not 0.0 < value <= 1.0:
         raise ConfigError(f"{name}={value} is impossible: a retention must lie in (0, 1]")
+
+
+def keep_positions(state: SequenceState, kept_visual: torch.Tensor, policy: str = "rows_with_kept") -> torch.Tensor:
+    """Sorted positions to keep: all text, the given grid-token positions, and the newlines ``policy`` keeps.
+
+    ``rows_with_kept`` (FastVID's rule, FLOPS.md §1.4) keeps a row newline iff a token of its (frame, row) survives; in
+    the one-newline-per-video layout that newline is kept whenever any visual token survives. ``all`` keeps every
+    newline; ``none`` drops them.
+    """
+    text = torch.nonzero(state.kind == TEXT).squeeze(1)
+    newlines = torch.nonzero(state.kind == NEWLINE).squeeze(1)
+    kept_visual = kept_visual.to(text.device)
+    if policy == "all":
+        kept_nl = newlines
+    elif policy == "none" or len(kept_visual) == 0:
+        kept_nl = newlines[:0]
+    elif policy == "rows_with_kept" and state.newline_layout == "per_video":
+        kept_nl = newlines
+    elif policy == "rows_with_kept":
+        kept_rows = set(zip(state.frame[kept_visual].tolist(), state.row[kept_visual].tolist(), strict=True))
+        nl_rows = zip(state.frame[newlines].tolist(), state.row[newlines].tolist(), strict=True)
+        kept_nl = newlines[torch.tensor([fr in kept_rows for fr in nl_rows], dtype=torch.bool)]
+    else:
+        raise ConfigError(f"unknown newline policy {policy!r}; valid: rows_with_kept, all, none")
+    return torch.sort(torch.cat([text, kept_visual, kept_nl])).values
 
 
 def topk_sorted(scores: torch.Tensor, k: int) -> torch.Tensor:

@@ -6,9 +6,10 @@ averaged over heads (the official code's rule; the paper's text says "average at
 keep the top R, drop the rest. Kept tokens keep their original RoPE positions (``position_ids = keep_indexs``).
 
 Retention follows the paper's "100%/R" notation: all tokens for K layers, then R. ``R·n`` is rounded as the official
-code does: ``topk(round(n·(1−prune)))`` with ``n`` the video span — newlines included for LLaVA-Video, where FastVID's
-table counts them inside the pruned span (METHODS.md §2, FLOPS.md §2). Scores come from the attention-row probe, so
-SDPA/FlashAttention stay on in every layer.
+code does: ``topk(round(n·(1−prune)))``. ``n`` counts the grid tokens only: FastVID's published counts are
+``round(6272·R)`` on LLaVA-OV (1568, 1254, 940, 627) and ``round(10816·R)`` visual tokens plus the newlines of the rows
+that keep a token on LLaVA-Video (2704 + 568.7 at 25%; FLOPS.md §2). Newlines follow that rule
+(:func:`keep_positions`). Scores come from the attention-row probe, so SDPA/FlashAttention stay on in every layer.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ import torch
 
 from adatp_bench.errors import ConfigError
 from adatp_bench.models.layout import VideoLayout
-from adatp_bench.pruning.base import PruningMethod, SampleContext, SequenceState, check_retention, register_method
+from adatp_bench.pruning.base import (
+    PruningMethod,
+    SampleContext,
+    SequenceState,
+    check_retention,
+    keep_positions,
+    register_method,
+)
 
 
 @register_method("fastv")
@@ -38,9 +46,11 @@ class FastV(PruningMethod):
         if not 1 <= self.k < num_layers:
             raise ConfigError(f"fastv k={self.k} must lie in [1, {num_layers - 1}] for a {num_layers}-layer LLM")
 
-    def expected_video_tokens(self, layout: VideoLayout, num_layers: int) -> list[int]:
-        n = layout.video_len
-        return [n] * self.k + [round(n * self.retention)] * (num_layers - self.k)
+    def expected_video_tokens(self, layout: VideoLayout, num_layers: int) -> list[int] | None:
+        if layout.newline_layout == "per_row":
+            return None  # kept row newlines depend on which tokens survive
+        kept = round(layout.num_grid_tokens * self.retention) + layout.num_newlines
+        return [layout.video_len] * self.k + [kept] * (num_layers - self.k)
 
     def llm_layers(self, num_layers: int) -> tuple[int, ...]:
         return (self.k - 1, self.k)
@@ -51,9 +61,7 @@ class FastV(PruningMethod):
             ctx.stats["_fastv_scores"] = state.probe()[:, 0].mean(0)
             return None
         scores = ctx.stats.pop("_fastv_scores")
-        video = state.video_positions
-        n_keep = round(len(video) * self.retention)
-        top = torch.topk(scores[video.to(scores.device)], n_keep).indices.cpu()
-        keep_video = video[top]
-        keep = torch.cat([torch.nonzero(state.kind == 0).squeeze(1), keep_video])
-        return torch.sort(keep).values
+        visual = state.visual_positions
+        n_keep = round(len(visual) * self.retention)
+        top = torch.topk(scores[visual.to(scores.device)], n_keep).indices.cpu()
+        return keep_positions(state, visual[top])
