@@ -11,12 +11,14 @@ function returns normally, so the rest of a sweep goes on.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -34,6 +36,27 @@ from adatp_bench.results import (
 )
 
 log = logging.getLogger("adatp_bench.run")
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What happened to a cell in this job: ``done`` (ran now), ``skipped`` (already done), ``failed``, ``busy``."""
+
+    status: Literal["done", "skipped", "failed", "busy"]
+    label: str
+    record: ResultRecord | None = None
+
+    def as_status(self) -> dict[str, Any]:
+        rec = self.record
+        return {
+            "label": self.label,
+            "status": self.status,
+            "run_id": rec.run_id if rec else None,
+            "score": rec.score if rec else None,
+            "error": f"{rec.error_type}: {rec.error}"
+            if rec is not None and rec.error
+            else ("another process holds this cell" if self.status == "busy" else None),
+        }
 
 
 def cell_identity(cfg: DictConfig, method_settings: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +82,7 @@ def _fmt(settings: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items())
 
 
-def run_cell(cfg: DictConfig) -> ResultRecord | None:
+def run_cell(cfg: DictConfig) -> CellOutcome:
     """Evaluate one cell, or return its existing record when it is already done."""
     from adatp_bench.eval.benchmarks import prepare_benchmark
     from adatp_bench.eval.evaluate import evaluate_cell
@@ -73,7 +96,7 @@ def run_cell(cfg: DictConfig) -> ResultRecord | None:
     label = f"{cfg.model.name} | {cfg.method.name}({_fmt(settings)}) | {cfg.benchmark.name}"
     if run_dir.is_done() and not cfg.force:
         log.info("[skip] %s already done: %s", label, run_dir.path)
-        return run_dir.record()  # type: ignore[return-value]
+        return CellOutcome("skipped", label, run_dir.record())
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     base = {
@@ -115,7 +138,7 @@ def run_cell(cfg: DictConfig) -> ResultRecord | None:
             run_dir.write_record(record)
     except BlockingIOError:
         log.warning("[busy] %s is being run by another process; skipping", label)
-        return None
+        return CellOutcome("busy", label)
     except Exception as err:
         provenance.update(finished=time.time(), wall_s=time.time() - started, traceback=traceback.format_exc())
         record = ResultRecord(
@@ -129,13 +152,13 @@ def run_cell(cfg: DictConfig) -> ResultRecord | None:
         log.error("[failed] %s: %s: %s", label, type(err).__name__, err)
         if not isinstance(err, AdatpBenchError):
             log.error(provenance["traceback"])
-        return record
+        return CellOutcome("failed", label, record)
     score = "n/a" if record.score is None else f"{record.score:.2f}"
     log.info("[done] %s: score %s in %.1fs", label, score, record.provenance["wall_s"])
     from adatp_bench.report.wandb_log import log_cell
 
     log_cell(cfg, record, run_dir)
-    return record
+    return CellOutcome("done", label, record)
 
 
 @hydra.main(config_path="../../conf", config_name="config", version_base="1.3")
@@ -145,7 +168,10 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    record = run_cell(cfg)
+    outcome = run_cell(cfg)
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    atomic_write_text(output_dir / "cell_status.json", json.dumps(outcome.as_status(), default=str))
+    record = outcome.record
     if record is None:
         return None
     if record.status == "failed" and HydraConfig.get().mode != RunMode.MULTIRUN:

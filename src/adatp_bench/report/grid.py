@@ -1,0 +1,89 @@
+"""Expand an experiment's sweep grid into cells, each with its run id — without running anything.
+
+A table is defined by its experiment (``conf/experiment/<name>.yaml``: ``hydra.sweeper.params``), not by whatever
+happens to be in ``results/``. Each cell is composed with Hydra exactly as the sweep composes it, its run id computed
+the same way ``run.py`` does, and its record looked up by that id. Missing and failed cells are therefore visible as
+such and never filled from elsewhere (dora's grid → XP signature pattern).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob
+from omegaconf import DictConfig, OmegaConf
+
+from adatp_bench.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a grid: its overrides, composed config and run id."""
+
+    overrides: tuple[str, ...]
+    config: DictConfig
+    run_id: str
+
+    @property
+    def model(self) -> str:
+        return str(self.config.model.name)
+
+    @property
+    def method(self) -> str:
+        return str(self.config.method.name)
+
+    @property
+    def budget(self) -> str:
+        return str(self.config.budget.label)
+
+    @property
+    def benchmark(self) -> str:
+        return str(self.config.benchmark.name)
+
+    def method_settings(self) -> dict:
+        data = OmegaConf.to_container(self.config.method, resolve=True)
+        return {k: v for k, v in data.items() if k != "name"}
+
+
+def _group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _expand(key: str, value: str) -> list[str]:
+    """Values of one sweep parameter, parsed by Hydra's own override parser (lists, ranges, glob)."""
+    override = OverridesParser.create().parse_override(f"{key}={value}")
+    if not override.is_sweep_override():
+        return [str(override.value())]
+    sweep = override.value()
+    if isinstance(sweep, Glob):
+        return sweep.filter(_group_options(key))
+    return list(override.sweep_string_iterator())
+
+
+def experiment_cells(experiment: str, extra_overrides: list[str] | None = None) -> list[Cell]:
+    """Every cell of ``experiment`` (plus ``extra_overrides``), de-duplicated by run id, in grid order."""
+    from adatp_bench.results import run_id
+    from adatp_bench.run import cell_identity
+
+    extra = list(extra_overrides or [])
+    if not (CONF_DIR / "experiment" / f"{experiment}.yaml").exists():
+        valid = ", ".join(_group_options("experiment"))
+        raise ConfigError(f"unknown experiment {experiment!r}; valid: {valid}")
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        root = compose("config", overrides=[f"experiment={experiment}", *extra], return_hydra_config=True)
+        params = OmegaConf.to_container(root.hydra.sweeper.params) or {}
+        axes = [[f"{k}={v}" for v in _expand(k, str(val))] for k, val in params.items()]
+        cells: dict[str, Cell] = {}
+        for combo in itertools.product(*axes):
+            overrides = (f"experiment={experiment}", *extra, *combo)
+            cfg = compose("config", overrides=list(overrides))
+            settings = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k != "name"}
+            rid = run_id(cell_identity(cfg, settings))
+            cells.setdefault(rid, Cell(overrides=overrides, config=cfg, run_id=rid))
+    return list(cells.values())

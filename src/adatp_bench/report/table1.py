@@ -1,0 +1,178 @@
+"""Render a Table 1-style comparison from result records: Markdown, LaTeX, CSV and an accuracy-vs-FLOPs plot.
+
+    python -m adatp_bench.report.table1 --experiment table1 --out results
+    python -m adatp_bench.report.table1 --experiment demo --out results/demo
+
+The grid comes from the experiment (``report/grid.py``); each cell's record is looked up by run id. Missing and failed
+cells are printed as such and never filled. Published numbers (``report/reference/*.csv``) appear only in columns named
+"published …", beside ours, for the rows whose setting matches a published row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from adatp_bench.report.grid import Cell, experiment_cells
+from adatp_bench.report.published import published_row
+from adatp_bench.results import ResultRecord, RunDir
+
+BENCH_ORDER = ["videomme", "mlvu_dev", "longvideobench_val_v"]
+BENCH_TITLES = {"videomme": "VideoMME", "mlvu_dev": "MLVU", "longvideobench_val_v": "LongVideoBench"}
+FOOTNOTE = (
+    "Scores on a 0–100 scale (LongVideoBench ×100); MLVU-dev is the macro average over its 7 task types (lmms-eval). "
+    "TFLOPs follow FastVID App. A.2: LLM prefill multiply-accumulates over the video tokens entering each layer "
+    "(recorded per sample), newline tokens counted where kept (LLaVA-Video), text, vision encoder and decode excluded; "
+    "% FLOPs is relative to the same model's vanilla. 'missing' = not run yet, 'failed' = see the record's error. "
+    "Columns marked 'published' are copied from the papers (report/reference/), not measured here."
+)
+
+
+def setting_label(cell: Cell) -> str:
+    """How the papers print a row's budget: "25%", "100%/25%" (FastV-style), or the preset name."""
+    settings = cell.method_settings()
+    if "retention" not in settings:
+        return "100%" if cell.method == "vanilla" else cell.config.method.get("label", cell.method)
+    r = float(settings["retention"]) * 100
+    return f"100%/{r:g}%" if cell.method in {"fastv"} else f"{r:g}%"
+
+
+def collect(cells: list[Cell], results_dir: Path) -> pd.DataFrame:
+    """One row per cell with its status and numbers (long format)."""
+    rows = []
+    for cell in cells:
+        rec: ResultRecord | None = RunDir(results_dir, cell.run_id).record()
+        eff = rec.efficiency if rec is not None and rec.status == "ok" else {}
+        status = "missing" if rec is None else ("ok" if rec.status == "ok" else "failed")
+        rows.append(
+            {
+                "model": cell.model,
+                "method": cell.method,
+                "setting": setting_label(cell),
+                "benchmark": str(cell.config.benchmark.benchmark),
+                "run_id": cell.run_id,
+                "status": status,
+                "score": rec.score if status == "ok" else None,
+                "paper_tflops": eff.get("paper_tflops"),
+                "pct_flops": eff.get("pct_flops_of_vanilla"),
+                "prefill_ms": eff.get("latency_ms", {}).get("prefill_ms"),
+                "error": rec.error if rec is not None and status == "failed" else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def pivot(long: pd.DataFrame) -> pd.DataFrame:
+    """Rows (model, method, setting) × benchmark scores, average, FLOPs, and the published reference columns."""
+    out = []
+    for (model, method, setting), group in long.groupby(["model", "method", "setting"], sort=False):
+        row: dict[str, object] = {"model": model, "method": method, "setting": setting}
+        scores = []
+        for bench in BENCH_ORDER:
+            hit = group[group.benchmark == bench]
+            if hit.empty:
+                continue
+            first = hit.iloc[0]
+            row[BENCH_TITLES[bench]] = first.score if first.status == "ok" else first.status
+            if first.status == "ok":
+                scores.append(first.score)
+        present = [b for b in BENCH_ORDER if not group[group.benchmark == b].empty]
+        row["Avg"] = sum(scores) / len(scores) if scores and len(scores) == len(present) else "—"
+        ok = group[group.status == "ok"]
+        row["TFLOPs"] = ok.paper_tflops.mean() if not ok.empty else None
+        row["% FLOPs"] = ok.pct_flops.mean() if not ok.empty else None
+        row["prefill ms"] = ok.prefill_ms.mean() if not ok.empty else None
+        pub = published_row(model, method, setting)
+        row["published avg"] = pub["avg"] if pub else None
+        row["published % FLOPs"] = pub["flops_pct"] if pub else None
+        row["published source"] = pub["source"] if pub else None
+        out.append(row)
+    table = pd.DataFrame(out)
+    vanilla = table[(table.method == "vanilla") & table.Avg.map(lambda v: isinstance(v, float))]
+    base = dict(zip(vanilla.model, vanilla.Avg, strict=False))
+    table["Avg / vanilla %"] = [
+        100 * a / base[m] if isinstance(a, float) and base.get(m) else None
+        for m, a in zip(table.model, table.Avg, strict=True)
+    ]
+    return table
+
+
+def _fmt(value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}" if 0 < abs(value) < 0.1 else f"{value:.2f}"  # tiny models: keep significant digits
+    return str(value)
+
+
+def render(table: pd.DataFrame, long: pd.DataFrame, out_dir: Path, title: str) -> dict[str, Path]:
+    """Write table1.{md,csv,tex} and table1_flops.png into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {k: out_dir / f"table1.{k}" for k in ("md", "csv", "tex")}
+    table.to_csv(paths["csv"], index=False)
+    shown = table.drop(columns=["published source", "prefill ms"]).map(_fmt)
+    sources = sorted({s for s in table["published source"].dropna()})
+    md = [f"# {title}", "", shown.to_markdown(index=False), "", f"_{FOOTNOTE}_"]
+    if sources:
+        md += ["", "Published columns: " + "; ".join(sources)]
+    failed = long[long.status == "failed"]
+    if not failed.empty:
+        md += ["", "Failed cells:"]
+        md += [
+            f"- {r.model} / {r.method} {r.setting} / {r.benchmark} ({r.run_id}): {r.error}"
+            for r in failed.itertuples()
+        ]
+    paths["md"].write_text("\n".join(md) + "\n")
+    latex = shown.to_latex(index=False, caption=title, label="tab:table1", escape=True)
+    paths["tex"].write_text(latex + f"% {FOOTNOTE}\n")
+    paths["png"] = plot(table, out_dir / "table1_flops.png", title)
+    return paths
+
+
+def plot(table: pd.DataFrame, path: Path, title: str) -> Path:
+    """Average score vs % of vanilla FLOPs, one marker per row, one colour per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = table[table.Avg.map(lambda v: isinstance(v, float)) & table["% FLOPs"].notna()]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
+    for (model, method), group in data.groupby(["model", "method"]):
+        ax.plot(group["% FLOPs"], group.Avg, marker="o", linestyle="-", label=f"{method} ({model})")
+    pub = table[table["published avg"].notna() & table["published % FLOPs"].notna()]
+    if not pub.empty:
+        ax.scatter(pub["published % FLOPs"], pub["published avg"], marker="x", color="grey", label="published")
+    ax.set_xlabel("% of vanilla FLOPs (paper convention)")
+    ax.set_ylabel("average score")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: render the table of an experiment from ``results/runs``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", default="table1")
+    parser.add_argument("--results", type=Path, default=Path("results/runs"))
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides the sweep used, e.g. model=llava_ov_7b")
+    args = parser.parse_args(argv)
+    cells = experiment_cells(args.experiment, args.overrides)
+    long = collect(cells, args.results)
+    table = pivot(long)
+    paths = render(table, long, args.out, f"Table 1 ({args.experiment})")
+    counts = long.status.value_counts().to_dict()
+    print(table.drop(columns=["published source"]).map(_fmt).to_markdown(index=False))
+    print(f"\ncells: {counts}; wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+if __name__ == "__main__":
+    main()
