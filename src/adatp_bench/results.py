@@ -91,10 +91,17 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    """Append one JSON line and fsync it (a line is either whole or, after a kill mid-write, dropped on read)."""
+    """Append one JSON line and fsync it (a line is either whole or, after a kill mid-write, dropped on read).
+
+    A line torn by an earlier kill is closed first, so the new line never fuses with it.
+    """
     line = json.dumps(row, sort_keys=True, default=str) + "\n"
-    with open(path, "a") as fh:
-        fh.write(line)
+    with open(path, "a+b") as fh:
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
+        fh.write(line.encode())
         fh.flush()
         os.fsync(fh.fileno())
 
