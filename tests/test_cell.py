@@ -85,7 +85,7 @@ def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path: Path, monkeypa
     calls: list[str] = []
     real = VideoLLM.generate
 
-    def counting(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def counting(self, *args, **kwargs):
         calls.append(kwargs.get("sample_id", ""))
         return real(self, *args, **kwargs)
 
