@@ -10,8 +10,10 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_M
 STAMP := $(VENV)/.installed
 LAUNCHER ?= local
 ARGS ?=
+TABLE1 ?= table1,table1_adatp
+comma := ,
 
-.PHONY: help install demo test test-fast lint flops-table table1 bench clean
+.PHONY: help install demo test test-fast lint flops-table table1 table1-render bench clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n",$$1,$$2}'
@@ -39,6 +41,15 @@ test-fast: install ## Tests without the slow end-to-end ones
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check src tests scripts
+
+table1: install ## Preflight, launch the missing Table 1 cells (LAUNCHER=local|slurm), render results/table1.*
+	$(PY) -m adatp_bench.preflight $(TABLE1) $(ARGS)
+	for exp in $(subst $(comma), ,$(TABLE1)); do \
+	  $(PY) -m adatp_bench.run -m experiment=$$exp hydra/launcher=$(LAUNCHER) $(ARGS) || exit 1; done
+	$(PY) -m adatp_bench.report.table1 --experiment $(TABLE1) --out results $(ARGS)
+
+table1-render: install ## Re-render results/table1.* from the records only (no GPU)
+	$(PY) -m adatp_bench.report.table1 --experiment $(TABLE1) --out results $(ARGS)
 
 flops-table: install ## Paper-convention FLOPs of the Table 1 grid, checked against FastVID's published TFLOPs
 	$(PY) -m adatp_bench.report.flops_table

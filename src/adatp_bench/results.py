@@ -132,7 +132,17 @@ class RunDir:
 
     @property
     def samples_path(self) -> Path:
-        return self.path / "samples.jsonl"
+        """This process's per-sample file: ``samples.jsonl`` on rank 0, ``samples.rank<r>.jsonl`` on data-parallel rank r."""
+        rank = int(os.environ.get("RANK", 0))
+        return self.path / ("samples.jsonl" if rank == 0 else f"samples.rank{rank}.jsonl")
+
+    def all_samples(self) -> list[dict[str, Any]]:
+        """Per-sample rows of every rank, de-duplicated by (task, doc_id) (first one wins)."""
+        done: dict[tuple[str, int], dict[str, Any]] = {}
+        for path in sorted(self.path.glob("samples*.jsonl")):
+            for row in read_jsonl(path):
+                done.setdefault((row["task"], int(row["doc_id"])), row)
+        return [done[k] for k in sorted(done)]
 
     def record(self) -> ResultRecord | None:
         if not self.record_path.exists():
@@ -145,10 +155,7 @@ class RunDir:
 
     def completed_samples(self) -> dict[tuple[str, int], dict[str, Any]]:
         """Samples already answered by an earlier (preempted) attempt, keyed by (task, doc_id); first one wins."""
-        done: dict[tuple[str, int], dict[str, Any]] = {}
-        for row in read_jsonl(self.samples_path):
-            done.setdefault((row["task"], int(row["doc_id"])), row)
-        return done
+        return {(row["task"], int(row["doc_id"])): row for row in self.all_samples()}
 
     def write_record(self, record: ResultRecord) -> None:
         atomic_write_text(self.record_path, record.to_json())

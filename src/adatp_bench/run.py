@@ -11,6 +11,7 @@ function returns normally, so the rest of a sweep goes on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -111,9 +112,14 @@ def run_cell(cfg: DictConfig) -> CellOutcome:
     }
     started = time.time()
     provenance = {**git_state(), "packages": package_versions(), "hardware": hardware(), "started": started}
+    # Data-parallel evaluation (torchrun/accelerate, lmms-eval shards documents by rank): every rank runs the cell, only
+    # rank 0 holds the lock and writes the record; each rank appends its samples to its own file.
+    main_rank = int(os.environ.get("RANK", 0)) == 0
+    provenance["world_size"] = int(os.environ.get("WORLD_SIZE", 1))
     try:
-        with run_dir.lock():
-            atomic_write_text(run_dir.path / "config.yaml", OmegaConf.to_yaml(resolved))
+        with run_dir.lock() if main_rank else contextlib.nullcontext():
+            if main_rank:
+                atomic_write_text(run_dir.path / "config.yaml", OmegaConf.to_yaml(resolved))
             # Every setting is checked before any weight is loaded.
             spec = get_spec(cfg.model.name)
             method = build_method(cfg.method.name, **settings)
@@ -135,6 +141,8 @@ def run_cell(cfg: DictConfig) -> CellOutcome:
             )
             provenance.update(finished=time.time(), wall_s=time.time() - started)
             record = ResultRecord(status="ok", provenance=provenance, **base, **result)
+            if not main_rank:
+                return CellOutcome("done", label, record)
             run_dir.write_record(record)
     except BlockingIOError:
         log.warning("[busy] %s is being run by another process; skipping", label)
@@ -148,7 +156,8 @@ def run_cell(cfg: DictConfig) -> CellOutcome:
             provenance=provenance,
             **base,
         )
-        run_dir.write_record(record)
+        if main_rank:
+            run_dir.write_record(record)
         log.error("[failed] %s: %s: %s", label, type(err).__name__, err)
         if not isinstance(err, AdatpBenchError):
             log.error(provenance["traceback"])

@@ -57,8 +57,9 @@ def evaluate_cell(
         relevance_encoder=m.relevance_encoder,
     )
     # The task picks its prompt variant by this name (lmms_eval_specific_kwargs): "default" or e.g. "llava_vid".
-    tm = TaskManager("WARNING", include_path=str(bench.include_path), include_defaults=False,
-                     model_name=spec.prompt_style)
+    tm = TaskManager(
+        "WARNING", include_path=str(bench.include_path), include_defaults=False, model_name=spec.prompt_style
+    )
     results = simple_evaluate(
         model=lmm,
         tasks=[bench.task],
@@ -70,9 +71,15 @@ def evaluate_cell(
         numpy_random_seed=cfg.seed,
         torch_random_seed=cfg.seed,
         fewshot_random_seed=cfg.seed,
+        # torch.distributed collectives (the model initialises the process group); "accelerate" would need an
+        # Accelerator object on the model.
+        distributed_executor_backend="torchrun",
     )
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # every rank's samples are on disk before rank 0 summarises
     if results is None:  # non-zero ranks get None from simple_evaluate
         return {"metrics": {}, "score": None, "n_samples": len(lmm.records), "efficiency": {}}
+    rows = [r for r in run_dir.all_samples() if r["task"] == bench.task]
     atomic_write_text(
         run_dir.path / "lmms_results.json", json.dumps(results, indent=2, default=handle_non_serializable)
     )
@@ -82,15 +89,14 @@ def evaluate_cell(
     return {
         "metrics": metrics,
         "score": to_percent(bench.task, primary),
-        "n_samples": len(lmm.records),
+        "n_samples": len(rows),
         "n_empty_responses": sum(count_empty_responses(results).values()),
-        "efficiency": summarise_efficiency(lmm, spec),
+        "efficiency": summarise_efficiency(rows, lmm, spec),
     }
 
 
-def summarise_efficiency(lmm: AdatpBenchLMM, spec: ModelSpec) -> dict[str, Any]:
+def summarise_efficiency(records: list[dict[str, Any]], lmm: AdatpBenchLMM, spec: ModelSpec) -> dict[str, Any]:
     """Mean tokens per layer, paper-convention FLOPs (and labelled extras), latency and memory over the samples."""
-    records = lmm.records
     if not records:
         return {}
     llm = lmm.llm
@@ -125,7 +131,9 @@ def summarise_efficiency(lmm: AdatpBenchLMM, spec: ModelSpec) -> dict[str, Any]:
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return {
         "visual_tokens_in": mean([r["visual_tokens_in"] for r in records]),
-        "video_tokens_per_layer": [mean([r["video_tokens_per_layer"][i] for r in records]) for i in range(num_layers)],
+        "video_tokens_per_layer": [
+            mean([r["video_tokens_per_layer"][i] for r in records]) for i in range(num_layers)
+        ],
         "text_tokens": mean([r["text_tokens"] for r in records]),
         "paper_tflops": mean([r["paper_tflops"] for r in reports]),
         "vanilla_paper_tflops": vanilla,

@@ -60,6 +60,8 @@ class AdatpBenchLMM(lmms):
         self._rank = int(os.environ.get("RANK", 0))
         if device is None:
             device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+        if self._world_size > 1:
+            _init_process_group(device)
         if isinstance(model, VideoLLM):
             self.llm = model
         else:
@@ -136,6 +138,17 @@ class AdatpBenchLMM(lmms):
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
         raise NotImplementedError("multi-round generation is not supported")
+
+
+def _init_process_group(device: str) -> None:
+    """Data parallelism under torchrun / accelerate launch: NCCL on GPUs, gloo on CPU (lmms-eval gathers through it)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and not dist.is_initialized():
+        backend = "nccl" if str(device).startswith("cuda") else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(torch.device(device))
+        dist.init_process_group(backend=backend)
 
 
 def _cut(text: str, until: list[str] | str | None) -> str:

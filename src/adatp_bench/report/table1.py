@@ -160,12 +160,12 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> Path:
 def main(argv: list[str] | None = None) -> None:
     """CLI: render the table of an experiment from ``results/runs``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", default="table1")
+    parser.add_argument("--experiment", default="table1", help="one or more experiments, comma-separated")
     parser.add_argument("--results", type=Path, default=Path("results/runs"))
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides the sweep used, e.g. model=llava_ov_7b")
     args = parser.parse_args(argv)
-    cells = experiment_cells(args.experiment, args.overrides)
+    cells = [c for exp in args.experiment.split(",") for c in experiment_cells(exp, args.overrides)]
     long = collect(cells, args.results)
     table = pivot(long)
     paths = render(table, long, args.out, f"Table 1 ({args.experiment})")
