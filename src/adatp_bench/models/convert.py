@@ -1,4 +1,4 @@
-"""Convert a LLaVA-NeXT checkpoint (e.g. ``lmms-lab/LLaVA-Video-7B-Qwen2``) into the transformers LLaVA-OneVision format.
+"""Convert a LLaVA-NeXT checkpoint (``lmms-lab/LLaVA-Video-7B-Qwen2``) into the transformers LLaVA-OneVision format.
 
     python -m adatp_bench.models.convert --src /ckpt/LLaVA-Video-7B-Qwen2 --dst checkpoints/llava-video-7b-qwen2-hf
 
@@ -62,7 +62,7 @@ _DROPPED = re.compile(r"^model\.vision_tower\.vision_tower\.vision_model\.head\.
 
 
 def map_key(name: str) -> str | None:
-    """Target name of a LLaVA-NeXT weight, or None for weights the HF model does not have (SigLIP head, RoPE buffers)."""
+    """Target name of a LLaVA-NeXT weight; None for weights the HF model does not have (SigLIP head, RoPE buffers)."""
     if _DROPPED.search(name):
         return None
     for pattern, repl in _RULES:
@@ -117,7 +117,7 @@ def vision_config_for(next_config: dict, state: dict[str, torch.Tensor], vision_
         intermediate_size=fc1.shape[0],
         vision_use_head=False,
     )
-    side = int(round(state[prefix + "embeddings.position_embedding.weight"].shape[0] ** 0.5))
+    side = round(state[prefix + "embeddings.position_embedding.weight"].shape[0] ** 0.5)
     if cfg["image_size"] // cfg["patch_size"] != side:
         cfg["image_size"] = side * cfg["patch_size"]
     if cfg["hidden_size"] % cfg["num_attention_heads"]:

@@ -108,6 +108,10 @@ class DecoderRunner:
         """Greedy decoding (every lmms-eval video task uses temperature 0); returns the generated token ids."""
         cache = prefill.cache
         probe_layers = set(method.decode_probe_layers(self.num_layers)) if method is not None else set()
+        # Optional per-layer decode hook ``on_decode_layer(step, layer_idx, cache, ctx, attention)``, called after each
+        # layer of a decode step (after its attention row, if probed): a method may swap the cache of later layers for
+        # this step only, e.g. DyCoke's per-step KV selection driven by layer L-1's attention (pruning/dycoke.py).
+        layer_hook = getattr(method, "on_decode_layer", None) if method is not None else None
         attention: dict[int, torch.Tensor] = {}
         logits = self.lm_head(prefill.last_hidden)[:, -1]
         out: list[int] = []
@@ -137,6 +141,8 @@ class DecoderRunner:
                 )
                 if idx in probe_layers:
                     attention[idx] = decode_attention_row(layer, layer_input, rope_by_pos[pos], cache, idx)
+                if layer_hook is not None:
+                    layer_hook(step, idx, cache, ctx, attention)
             logits = self.lm_head(self.lm.norm(hidden))[:, -1]
         return out
 
