@@ -181,7 +181,7 @@ def test_checkpoint_of_wrong_architecture(tmp_path: Path) -> None:
             vocab_size=64,
         )
     ).save_pretrained(tmp_path)
-    with pytest.raises(ModelLoadError, match="'qwen2' checkpoint, expected 'llava_onevision'"):
+    with pytest.raises(ModelLoadError, match=r"'qwen2' checkpoint, expected 'llava_onevision'"):
         VideoLLM.from_spec("llava_ov_7b", source=str(tmp_path))
 
 

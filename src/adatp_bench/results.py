@@ -132,7 +132,7 @@ class RunDir:
 
     @property
     def samples_path(self) -> Path:
-        """This process's sample file: ``samples.jsonl`` on rank 0, ``samples.rank<r>.jsonl`` on data-parallel rank r."""
+        """This process's sample file: ``samples.jsonl`` on rank 0, ``samples.rank<r>.jsonl`` on rank r."""
         rank = int(os.environ.get("RANK", 0))
         return self.path / ("samples.jsonl" if rank == 0 else f"samples.rank{rank}.jsonl")
 
