@@ -76,7 +76,7 @@ def test_onevision_pooling_matches_transformers(tiny_llm: VideoLLM) -> None:
     assert torch.equal(tiny_llm.pool(feats).reshape(2, 25, 64), tiny_llm.model.model.apply_pooling(feats))
 
 
-# -- checkpoint conversion (LLaVA-NeXT → transformers) ------------------------------------------------------------------
+# -- checkpoint conversion (LLaVA-NeXT → transformers) --------------------------------------------------------
 def _write_next_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """A tiny random checkpoint in LLaVA-NeXT naming (LlavaQwenForCausalLM), as lmms-lab ships LLaVA-Video."""
     hf = build_tiny_model(seed=3)
@@ -156,9 +156,9 @@ def test_convert_rejects_other_architectures(tmp_path: Path) -> None:
         convert(tmp_path / "x", tmp_path / "y")
 
 
-# -- bad input --------------------------------------------------------------------------------------------------------
+# -- bad input ----------------------------------------------------------------------------------------------
 def test_unknown_model_lists_valid_ones() -> None:
-    with pytest.raises(ConfigError, match="valid models: .*llava_ov_7b"):
+    with pytest.raises(ConfigError, match=r"valid models: .*llava_ov_7b"):
         VideoLLM.from_spec("llava_13b")
 
 
