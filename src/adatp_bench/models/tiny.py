@@ -111,19 +111,21 @@ def build_tiny_model(seed: int = 0, num_layers: int = 4) -> LlavaOnevisionForCon
     return model.eval()
 
 
-def build_tiny_processor(tokenizer: PreTrainedTokenizerFast | None = None) -> LlavaOnevisionProcessor:
-    """Processor for the tiny model (SigLIP normalisation, 126 px); no files needed."""
+def build_tiny_processor(
+    tokenizer: PreTrainedTokenizerFast | None = None, image_size: int = TINY_IMAGE_SIZE
+) -> LlavaOnevisionProcessor:
+    """Processor for the tiny model (SigLIP normalisation, ``image_size`` px); no files needed."""
     from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionVideoProcessor
 
     tok = tokenizer or build_tiny_tokenizer()
-    size = {"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE}
-    side = TINY_IMAGE_SIZE
+    size = {"height": image_size, "width": image_size}
+    side = image_size
     pinpoints = [[side, side], [side, 2 * side], [2 * side, side], [2 * side, 2 * side]]
     return LlavaOnevisionProcessor(
         image_processor=LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=pinpoints),
         tokenizer=tok,
         video_processor=LlavaOnevisionVideoProcessor(size=size),
-        num_image_tokens=(TINY_IMAGE_SIZE // TINY_PATCH_SIZE) ** 2,
+        num_image_tokens=(image_size // TINY_PATCH_SIZE) ** 2,
         vision_feature_select_strategy="full",
         chat_template=CHAT_TEMPLATE,
     )

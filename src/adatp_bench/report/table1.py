@@ -150,7 +150,10 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_ylabel("average score")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2)
+    else:
+        ax.text(0.5, 0.5, "no finished rows yet", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -163,12 +166,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--experiment", default="table1", help="one or more experiments, comma-separated")
     parser.add_argument("--results", type=Path, default=Path("results/runs"))
     parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument(
+        "--wandb",
+        choices=["offline", "online", "disabled"],
+        default=None,
+        help="also log the table and plot as a W&B summary run (offline: nothing leaves the machine)",
+    )
+    parser.add_argument("--wandb-project", default="adatp-bench")
+    parser.add_argument("--wandb-dir", type=Path, default=Path("wandb"))
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides the sweep used, e.g. model=llava_ov_7b")
     args = parser.parse_args(argv)
     cells = [c for exp in args.experiment.split(",") for c in experiment_cells(exp, args.overrides)]
     long = collect(cells, args.results)
     table = pivot(long)
     paths = render(table, long, args.out, f"Table 1 ({args.experiment})")
+    if args.wandb:
+        from adatp_bench.report.wandb_log import log_table
+
+        settings = {"mode": args.wandb, "project": args.wandb_project, "dir": str(args.wandb_dir.resolve())}
+        print("W&B summary run:", log_table(settings, args.experiment, table, paths))
     counts = long.status.value_counts().to_dict()
     print(table.drop(columns=["published source"]).map(_fmt).to_markdown(index=False))
     print(f"\ncells: {counts}; wrote " + ", ".join(str(p) for p in paths.values()))

@@ -17,9 +17,14 @@ SAMPLE_COLUMNS = ("task", "doc_id", "response", "input_tokens", "visual_tokens_i
 
 
 def _init(settings: dict[str, Any], name: str, job_type: str, config: dict[str, Any], group: str | None) -> Any:
+    import os
+
     import wandb
 
     Path(settings["dir"]).mkdir(parents=True, exist_ok=True)
+    # Keep every W&B file (cache, staged artifacts, settings) inside the run directory, not under $HOME.
+    for var in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR"):
+        os.environ.setdefault(var, str(Path(settings["dir"]) / f".{var.lower()}"))
     return wandb.init(
         project=settings.get("project") or "adatp-bench",
         entity=settings.get("entity"),
@@ -65,6 +70,27 @@ def log_cell(cfg: DictConfig, record: ResultRecord, run_dir: RunDir) -> str | No
         for row in rows:
             table.add_data(*(row.get(c) for c in SAMPLE_COLUMNS), row.get("timings_ms", {}).get("prefill_ms"))
         run.log({"samples": table})
+        return str(run.dir)
+    finally:
+        run.finish()
+
+
+def log_table(settings: dict[str, Any], experiment: str, table: Any, paths: dict[str, Path]) -> str:
+    """Summary run: the rendered Table 1 as a W&B table, its plot, and the Markdown/LaTeX/CSV files."""
+    import wandb
+
+    run = _init(
+        settings,
+        name=f"table1/{experiment}",
+        job_type="summary",
+        config={"experiment": experiment},
+        group=settings.get("group") or experiment,
+    )
+    try:
+        frame = table.astype(object).where(table.notna(), None).astype(str)
+        run.log({"table1": wandb.Table(dataframe=frame), "table1_flops": wandb.Image(str(paths["png"]))})
+        for key in ("md", "csv", "tex"):
+            run.save(str(paths[key]), base_path=str(paths[key].parent), policy="now")
         return str(run.dir)
     finally:
         run.finish()

@@ -1,0 +1,207 @@
+"""Prefill benchmark: does pruning turn FLOPs saved into time saved, and what does the pruning itself cost?
+
+    python scripts/bench_prefill.py                        # CPU, mid-size random LLaVA-OV → benchmarks/RESULTS.md
+    python scripts/bench_prefill.py --device cuda --full   # GPU, LLaVA-OneVision-7B architecture, random bf16
+
+For each method at one retention, on the same frames and prompt:
+  * prefill time (all decoder layers, the pruning hooks included), median of ``--iters`` runs after ``--warmup``;
+  * the FLOPs-implied bound = vanilla prefill time × (method's full-prefill FLOPs / vanilla's), from the token counts
+    the method actually kept at every layer (text tokens included: they are computed too);
+  * measured / bound (1.0 = the FLOPs saving became a time saving exactly);
+  * pruning overhead per sample: pre-LLM method time (segmentation, relevance, dedup, ...) and in-LLM hook time (the
+    attention-row probe), in ms and as % of the vanilla prefill.
+Timings use ``time.perf_counter`` with ``torch.cuda.synchronize`` on GPU (nanoGPT's bench.py pattern). No test times
+anything: performance claims live here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2Config, SiglipVisionConfig
+
+from adatp_bench import flops
+from adatp_bench.models.adapter import VideoLLM
+from adatp_bench.models.specs import get_spec
+from adatp_bench.models.tiny import build_tiny_processor, build_tiny_tokenizer
+from adatp_bench.pruning import build_method, load_method_config
+
+QUESTION = "What happens after the scene change?\nA. a person enters\nB. the light turns off\nC. nothing\nD. it rains"
+
+
+def mid_size_config(tokenizer) -> LlavaOnevisionConfig:
+    """A CPU-sized LLaVA-OV: SigLIP 4×384 at 224 px (16×16 patches → 8×8 = 64 tokens/frame), Qwen2 8×768, GQA 12/2."""
+    vision = SiglipVisionConfig(
+        hidden_size=384,
+        intermediate_size=1536,
+        num_hidden_layers=4,
+        num_attention_heads=6,
+        image_size=224,
+        patch_size=14,
+        vision_use_head=False,
+    )
+    text = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=8,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    )
+    return LlavaOnevisionConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        image_grid_pinpoints=[[224, 224]],
+    )
+
+
+def build_llm(args: argparse.Namespace) -> VideoLLM:
+    """Random-weight model: mid-size on CPU, or the full LLaVA-OV-7B architecture (``--full``)."""
+    tok = build_tiny_tokenizer()
+    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    if args.full:
+        from adatp_bench.models.full_size import load_full_size_config
+
+        cfg = load_full_size_config("llava_ov_7b")
+        cfg.text_config.vocab_size = len(tok)  # random weights: the byte tokenizer stands in for Qwen2's
+        cfg.image_token_index = tok.convert_tokens_to_ids("<image>")
+        cfg.video_token_index = tok.convert_tokens_to_ids("<video>")
+        cfg.text_config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
+        image_size = cfg.vision_config.image_size
+    else:
+        cfg = mid_size_config(tok)
+        image_size = 224
+    cfg._attn_implementation = args.attn
+    torch.manual_seed(0)
+    with torch.device(args.device):
+        model = LlavaOnevisionForConditionalGeneration(cfg).to(dtype).eval()
+    model.model.image_newline.data.normal_(0, 0.02)
+    spec = get_spec("llava_ov_7b" if args.full else "tiny")
+    return VideoLLM(spec, model, build_tiny_processor(tok, image_size=image_size))
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_prefill(llm: VideoLLM, frames: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
+    """Median prefill ms and per-sample method overheads (pre-LLM, in-LLM) over ``args.iters`` runs."""
+    prefill, pre, inner, counts, text = [], [], [], None, 0
+    for i in range(args.warmup + args.iters):
+        state, ctx, timings, _ = llm.prepare(frames, QUESTION, sample_id="bench")
+        sync(args.device)
+        t0 = time.perf_counter()
+        result = llm.runner.prefill(state, llm.method, ctx)
+        sync(args.device)
+        if i >= args.warmup:
+            prefill.append((time.perf_counter() - t0) * 1e3)
+            pre.append(timings["pre_llm_method_ms"])
+            inner.append(result.method_ms)
+        counts, text = result.video_tokens_per_layer, result.text_tokens
+    return {
+        "prefill_ms": statistics.median(prefill),
+        "pre_ms": statistics.median(pre),
+        "in_ms": statistics.median(inner),
+        "counts": counts,
+        "text": text,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--full", action="store_true", help="full LLaVA-OneVision-7B architecture (GPU)")
+    parser.add_argument("--frames", type=int, default=None, help="default: 16 (mid-size) or 32 (--full)")
+    parser.add_argument("--retention", type=float, default=0.25)
+    parser.add_argument("--methods", default="vanilla,fastv,visionzip,adatp,pdrop,dycoke,fastvid,random,uniform")
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "flash_attention_2"])
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/RESULTS.md"))
+    args = parser.parse_args()
+    frames_n = args.frames or (32 if args.full else 16)
+    torch.set_grad_enabled(False)
+    llm = build_llm(args)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (frames_n, 240, 320, 3), dtype=np.uint8)
+    frames[frames_n // 2 :] = frames[frames_n // 2 :] // 2  # a scene change for segment-aware methods
+
+    rows, base = [], None
+    for name in args.methods.split(","):
+        settings = load_method_config(name)
+        if "retention" in settings:
+            settings["retention"] = args.retention
+        method = build_method(name, **settings)
+        with method(llm):
+            r = time_prefill(llm, frames, args)
+        full = flops.full_prefill_macs(llm.config, r["counts"], r["text"])
+        if base is None:
+            if name != "vanilla":
+                sys.exit("the first method must be vanilla (the reference)")
+            base = (r["prefill_ms"], full)
+        bound = base[0] * full / base[1]
+        rows.append(
+            (
+                name,
+                r["counts"][0],
+                r["counts"][-1],
+                100 * full / base[1],
+                r["prefill_ms"],
+                bound,
+                r["prefill_ms"] / bound,
+                r["pre_ms"],
+                r["in_ms"],
+                100 * (r["pre_ms"] + r["in_ms"]) / base[0],
+            )
+        )
+        print(
+            f"{name:>10}: prefill {r['prefill_ms']:8.1f} ms  bound {bound:8.1f} ms  ratio {rows[-1][6]:.2f}  "
+            f"overhead {r['pre_ms'] + r['in_ms']:.1f} ms",
+            flush=True,
+        )
+
+    machine = (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        if not args.device.startswith("cuda")
+        else torch.cuda.get_device_name(0)
+    )
+    arch = "LLaVA-OneVision-7B architecture (random bf16)" if args.full else "mid-size random LLaVA-OV (Qwen2 8×768)"
+    header = (
+        f"\n## {arch}, {frames_n} frames, retention {args.retention:g}, {args.attn}, {args.device}\n\n"
+        f"Machine: {machine}; torch {torch.__version__}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; "
+        f"median of {args.iters} after {args.warmup} warm-up runs.\n\n"
+        "| method | video tokens in → last layer | full-prefill FLOPs % | prefill ms | FLOPs-implied bound ms | "
+        "measured / bound | pre-LLM overhead ms | in-LLM overhead ms | overhead % of vanilla prefill |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+    )
+    body = "".join(
+        f"| {n} | {a} → {b} | {f:.1f} | {p:.1f} | {bd:.1f} | {ratio:.2f} | {pre:.2f} | {inn:.2f} | {ov:.1f} |\n"
+        for n, a, b, f, p, bd, ratio, pre, inn, ov in rows
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if not args.out.exists():
+        args.out.write_text(
+            "# Benchmark results\n\nWritten by `make bench` (scripts/bench_prefill.py); newest last.\n"
+        )
+    with open(args.out, "a") as fh:
+        fh.write(header + body)
+    print(f"appended to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
