@@ -79,6 +79,15 @@ def cell_identity(cfg: DictConfig, method_settings: dict[str, Any]) -> dict[str,
     }
 
 
+def _attempt() -> dict[str, Any]:
+    """Which attempt produced a sample: SLURM job id and restart count (a requeued job resumes mid-cell)."""
+    return {
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "attempt": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
+        "rank": int(os.environ.get("RANK", 0)),
+    }
+
+
 def _fmt(settings: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items())
 
@@ -137,7 +146,7 @@ def run_cell(cfg: DictConfig) -> CellOutcome:
                 bench=bench,
                 run_dir=run_dir,
                 completed=completed,
-                on_sample=lambda rec: append_jsonl(run_dir.samples_path, rec),
+                on_sample=lambda rec: append_jsonl(run_dir.samples_path, {**rec, **_attempt()}),
             )
             provenance.update(finished=time.time(), wall_s=time.time() - started)
             record = ResultRecord(status="ok", provenance=provenance, **base, **result)
