@@ -47,7 +47,21 @@ def load_method_config(name: str, budget: str = "r25") -> dict[str, Any]:
     if not path.exists():
         return {}
     root = OmegaConf.create(
-        {"budget": OmegaConf.load(CONF_DIR / "budget" / f"{budget}.yaml"), "m": OmegaConf.load(path)}
+        {"budget": OmegaConf.load(CONF_DIR / "budget" / f"{budget}.yaml"), "m": _compose(path)}
     )
     data = OmegaConf.to_container(root.m, resolve=True)
     return {k: v for k, v in data.items() if k not in {"name", "defaults"} and not str(k).startswith("_")}
+
+
+def _compose(path: Path):  # noqa: ANN202
+    """A method file merged over the files its ``defaults:`` list names (presets extend ``adatp.yaml`` this way)."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(path)
+    defaults = list(node.pop("defaults", []) or [])
+    merged = OmegaConf.create()
+    if "_self_" not in defaults:
+        defaults.append("_self_")
+    for entry in defaults:
+        merged = OmegaConf.merge(merged, node if entry == "_self_" else _compose(path.parent / f"{entry}.yaml"))
+    return merged
