@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from adatp_bench.models.specs import get_spec
-from adatp_bench.report.grid import Cell, experiment_cells
+from adatp_bench.report.grid import Cell, axis_representatives
 
 
 def weights_present(source: str) -> bool:
@@ -76,7 +76,7 @@ def check(experiments: list[str], overrides: list[str] | None = None) -> list[st
     """Every distinct problem of the experiments' cells (empty when ready)."""
     problems: dict[str, None] = {}
     for exp in experiments:
-        for cell in experiment_cells(exp, overrides):
+        for cell in axis_representatives(exp, overrides):
             for problem in (model_problem(cell), relevance_problem(cell), data_problem(cell)):
                 if problem:
                     problems[problem] = None

@@ -108,10 +108,9 @@ class DecoderRunner:
         """Greedy decoding (every lmms-eval video task uses temperature 0); returns the generated token ids."""
         cache = prefill.cache
         probe_layers = set(method.decode_probe_layers(self.num_layers)) if method is not None else set()
-        # Optional per-layer decode hook ``on_decode_layer(step, layer_idx, cache, ctx, attention)``, called after each
-        # layer of a decode step (after its attention row, if probed): a method may swap the cache of later layers for
-        # this step only, e.g. DyCoke's per-step KV selection driven by layer L-1's attention (pruning/dycoke.py).
-        layer_hook = getattr(method, "on_decode_layer", None) if method is not None else None
+        # ``on_decode_layer`` runs after each layer of a decode step (after its attention row, if probed): a method may
+        # swap the cache of later layers for this step only, e.g. DyCoke's KV selection (pruning/dycoke.py).
+        layer_hook = method.on_decode_layer if method is not None else None
         attention: dict[int, torch.Tensor] = {}
         logits = self.lm_head(prefill.last_hidden)[:, -1]
         out: list[int] = []

@@ -208,6 +208,15 @@ class PruningMethod:
         cache, for every ``l`` in :meth:`decode_probe_layers`. Default: nothing.
         """
 
+    def on_decode_layer(
+        self, step: int, layer_idx: int, cache: Any, ctx: SampleContext, attention: dict[int, torch.Tensor]
+    ) -> None:
+        """Called after decoder layer ``layer_idx`` of decode step ``step`` (after its attention row, if probed).
+
+        A method may edit the cache that later layers read during this step (DyCoke's per-step KV selection).
+        Default: nothing.
+        """
+
     def expected_video_tokens(self, layout: VideoLayout, num_layers: int) -> list[int] | None:
         """Video positions (grid tokens + newlines) entering each decoder layer, when the setting alone fixes them.
 

@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from adatp_bench.errors import ConfigError
 
@@ -66,24 +67,46 @@ def _expand(key: str, value: str) -> list[str]:
     return list(override.sweep_string_iterator())
 
 
-def experiment_cells(experiment: str, extra_overrides: list[str] | None = None) -> list[Cell]:
-    """Every cell of ``experiment`` (plus ``extra_overrides``), de-duplicated by run id, in grid order."""
-    from adatp_bench.results import run_id
-    from adatp_bench.run import cell_identity
-
+def experiment_axes(experiment: str, extra_overrides: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """The fixed overrides of an experiment and its sweep axes (each a list of ``key=value`` overrides)."""
     extra = list(extra_overrides or [])
+    if not any(o.startswith("paths.root=") for o in extra):  # ${hydra:runtime.cwd} only exists inside a Hydra run
+        extra.append(f"paths.root={Path.cwd()}")
     if not (CONF_DIR / "experiment" / f"{experiment}.yaml").exists():
         valid = ", ".join(_group_options("experiment"))
         raise ConfigError(f"unknown experiment {experiment!r}; valid: {valid}")
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         root = compose("config", overrides=[f"experiment={experiment}", *extra], return_hydra_config=True)
-        params = OmegaConf.to_container(root.hydra.sweeper.params) or {}
-        axes = [[f"{k}={v}" for v in _expand(k, str(val))] for k, val in params.items()]
-        cells: dict[str, Cell] = {}
-        for combo in itertools.product(*axes):
-            overrides = (f"experiment={experiment}", *extra, *combo)
-            cfg = compose("config", overrides=list(overrides))
+    params = OmegaConf.to_container(root.hydra.sweeper.params) or {}
+    axes = [[f"{k}={v}" for v in _expand(k.lstrip("+"), str(val))] for k, val in params.items()]
+    return [f"experiment={experiment}", *extra], axes
+
+
+def compose_cells(combos: list[tuple[str, ...]], desc: str = "grid") -> list[Cell]:
+    """Compose each override combination and compute its run id; cells with equal run ids are merged."""
+    from adatp_bench.results import run_id
+    from adatp_bench.run import cell_identity
+
+    cells: dict[str, Cell] = {}
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        for combo in tqdm(combos, desc=desc, disable=len(combos) < 50, leave=False):
+            cfg = compose("config", overrides=list(combo))
             settings = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k != "name"}
             rid = run_id(cell_identity(cfg, settings))
-            cells.setdefault(rid, Cell(overrides=overrides, config=cfg, run_id=rid))
+            cells.setdefault(rid, Cell(overrides=tuple(combo), config=cfg, run_id=rid))
     return list(cells.values())
+
+
+def experiment_cells(experiment: str, extra_overrides: list[str] | None = None) -> list[Cell]:
+    """Every cell of ``experiment`` (plus ``extra_overrides``), de-duplicated by run id, in grid order."""
+    fixed, axes = experiment_axes(experiment, extra_overrides)
+    combos = [(*fixed, *combo) for combo in itertools.product(*axes)]
+    return compose_cells(combos, desc=f"grid {experiment}")
+
+
+def axis_representatives(experiment: str, extra_overrides: list[str] | None = None) -> list[Cell]:
+    """One cell per value of every axis (the other axes at their first value): enough to check what a grid needs."""
+    fixed, axes = experiment_axes(experiment, extra_overrides)
+    firsts = [axis[0] for axis in axes]
+    combos = {(*fixed, *firsts[:i], value, *firsts[i + 1 :]) for i, axis in enumerate(axes) for value in axis}
+    return compose_cells(sorted(combos), desc=f"axes {experiment}")

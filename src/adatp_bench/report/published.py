@@ -7,6 +7,7 @@ for display in columns labelled "published"; nothing here is ever used as, or mi
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -72,8 +73,9 @@ def published_row(model: str, method: str, setting: str) -> dict[str, object] | 
     if method == "adatp" or (method == "vanilla" and model == "llava_ov_0.5b"):
         df = _adatp_headline()
         hit = df[(df.model == title) & (df.method == name)]
-        if method == "adatp":
-            hit = hit[hit.setting.str.startswith(setting.rstrip("%"))] if setting.endswith("%") else hit.iloc[0:0]
+        if method == "adatp":  # rows are the FLOPs operating points, labelled "27.30% FLOPs"
+            match = re.match(r"([0-9.]+)% FLOPs$", setting)
+            hit = hit[(hit.flops_pct - float(match.group(1))).abs() < 1e-6] if match else hit.iloc[0:0]
         if len(hit) != 1:
             return None
         row = hit.iloc[0]

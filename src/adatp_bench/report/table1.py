@@ -33,6 +33,8 @@ FOOTNOTE = (
 
 def setting_label(cell: Cell) -> str:
     """How the papers print a row's budget: "25%", "100%/25%" (FastV-style), or the preset name."""
+    if cell.config.get("setting_label"):
+        return str(cell.config.setting_label)
     settings = cell.method_settings()
     if "retention" not in settings:
         return "100%" if cell.method == "vanilla" else cell.config.method.get("label", cell.method)
