@@ -27,7 +27,7 @@ def test_two_by_two_sweep_of_cells(slurm_cluster, tmp_path: Path) -> None:
         timeout=300,
         cluster=slurm_cluster,
         sweep_dir=tmp_path / "sweep",
-        cwd=ROOT,
+        cwd=tmp_path,
     )
     assert run.returncode == 0, run.output[-6000:]
     records = _records(tmp_path)
@@ -44,7 +44,7 @@ def test_two_by_two_sweep_of_cells(slurm_cluster, tmp_path: Path) -> None:
         timeout=300,
         cluster=slurm_cluster,
         sweep_dir=tmp_path / "sweep2",
-        cwd=ROOT,
+        cwd=tmp_path,
     )
     assert again.returncode == 0, again.output[-6000:]
     assert "4 skipped" in (tmp_path / "sweep2" / "summary.txt").read_text()
@@ -63,7 +63,7 @@ def test_job_requeued_mid_cell_resumes(slurm_cluster, tmp_path: Path) -> None:
         ],
         cluster=slurm_cluster,
         sweep_dir=tmp_path / "sweep",
-        cwd=ROOT,
+        cwd=tmp_path,
     )
     try:
         samples = lambda: [p for p in (tmp_path / "results" / "runs").glob("*/samples.jsonl")]  # noqa: E731

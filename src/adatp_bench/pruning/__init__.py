@@ -53,7 +53,7 @@ def load_method_config(name: str, budget: str = "r25") -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in {"name", "defaults"} and not str(k).startswith("_")}
 
 
-def _compose(path: Path):  # noqa: ANN202
+def _compose(path: Path):
     """A method file merged over the files its ``defaults:`` list names (presets extend ``adatp.yaml`` this way)."""
     from omegaconf import OmegaConf
 
