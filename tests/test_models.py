@@ -214,3 +214,14 @@ def test_relevance_encoder_shapes(tiny_llm: VideoLLM, scene_frames: np.ndarray) 
     q = enc.embed_text("a red ball")
     assert q.shape == (64,)
     assert enc.elapsed_ms > 0
+
+
+def test_full_frame_rows_newline_policy() -> None:
+    """Whole frames keep every row newline, partly kept frames one, empty frames none (DyCoke in FastVID Table 2)."""
+    lay = VideoLayout(video_start=0, num_frames=3, grid_h=2, grid_w=2, newline_layout="per_row", seq_len=0)
+    grid = VisualTokens.from_grid(torch.randn(3, 2, 2, 4))
+    kept = grid.select(torch.tensor([0, 1, 2, 3, 5]))  # frame 0 whole, frame 1 one token, frame 2 nothing
+    _, kind, frame, row, _ = video_block(kept, lay, torch.zeros(4), policy="full_frame_rows")
+    newlines = [(int(f), int(r)) for f, r, k in zip(frame, row, kind, strict=True) if k == 2]
+    assert newlines == [(0, 0), (0, 1), (1, 1)]
+    assert kind.tolist() == [1, 1, 2, 1, 1, 2, 1, 2]

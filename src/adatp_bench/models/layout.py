@@ -11,13 +11,17 @@ Pruning methods read only these two objects; they never assume 196 tokens per fr
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 from adatp_bench.models.specs import NewlineLayout
 
-NewlinePolicy = Literal["rows_with_kept", "per_frame", "all", "none"]
+# Which row newlines survive in the per-row layout (models/sequence.py): a row's newline iff the row keeps a token
+# (FastVID), one per frame with a kept token (FastVID*, VisionZip* on LLaVA-Video), every row's, none, or a frame's row
+# newlines when the whole frame is kept and one newline otherwise (DyCoke's counts in FastVID Table 2).
+NewlinePolicy = Literal["rows_with_kept", "per_frame", "full_frame_rows", "all", "none"]
+NEWLINE_POLICIES: tuple[str, ...] = get_args(NewlinePolicy)
 
 
 @dataclass(frozen=True)

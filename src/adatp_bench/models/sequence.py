@@ -44,8 +44,17 @@ def video_block(
         rows = sorted(set(zip(tokens.frame.tolist(), tokens.row.tolist(), strict=True)))
     elif policy == "per_frame":
         rows = [(f, layout.grid_h - 1) for f in sorted(set(tokens.frame.tolist()))]
-    else:
+    elif policy == "full_frame_rows":
+        per_frame = tokens.counts_per_frame(layout.num_frames).tolist()
+        rows = [
+            (f, r)
+            for f, n in enumerate(per_frame)
+            for r in (range(layout.grid_h) if n == layout.tokens_per_frame else [layout.grid_h - 1] if n else [])
+        ]
+    elif policy == "none":
         rows = []
+    else:
+        raise ValueError(f"unknown newline policy {policy!r}")
     nl_frame = torch.tensor([f for f, _ in rows], dtype=torch.long)
     nl_row = torch.tensor([r for _, r in rows], dtype=torch.long)
     nl_col = torch.full_like(nl_frame, layout.grid_w)

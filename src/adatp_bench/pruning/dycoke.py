@@ -31,9 +31,8 @@ It acts through the decode-layer hook ``on_decode_layer`` (``models/llm.py``). T
 sample (upstream keeps it in a config object across samples, METHODS.md §5).
 
 Positions are contiguous (TTM runs before the sequence is built, METHODS.md §14.3). Newlines on LLaVA-Video's per-row
-layout follow ``row_newlines``; ``rows_with_kept`` reproduces FastVID's 208 newlines at K = 1 exactly (16 whole
-frames) but not its 256 at K = 0.9, which implies one newline per pruned frame (FLOPS.md §2) — a policy the sequence
-builder does not offer; see docs/methods/dycoke.md.
+layout follow ``row_newlines``; the default ``full_frame_rows`` (a whole frame keeps its 13 row newlines, a pruned frame
+one) reproduces both of FastVID's counts: 208 at K = 1 (16 whole frames) and 256 at K = 0.9 (16 × 13 + 48), FLOPS.md §2.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from adatp_bench.errors import ConfigError
-from adatp_bench.models.layout import VideoLayout, VisualTokens
+from adatp_bench.models.layout import NEWLINE_POLICIES, VideoLayout, VisualTokens
 from adatp_bench.pruning.base import (
     VISUAL,
     PruningMethod,
@@ -55,7 +54,6 @@ from adatp_bench.pruning.base import (
     register_method,
 )
 
-NEWLINE_POLICIES = ("rows_with_kept", "per_frame", "all", "none")
 TOKEN_ORDERS = ("similarity", "spatial")
 
 
@@ -129,7 +127,7 @@ class DyCoke(PruningMethod):
     kv_layer: int = 3
     kv_prune_ratio: float = 0.8
     kv_similarity_threshold: float = 0.9
-    row_newlines: str = "rows_with_kept"
+    row_newlines: str = "full_frame_rows"
 
     # -- settings ------------------------------------------------------------------------------------------------------
     def validate(self, tokens_per_frame: int, num_frames: int, num_layers: int) -> None:
@@ -183,6 +181,8 @@ class DyCoke(PruningMethod):
             newlines = sum(1 for c in counts if c > 0)
         elif self.newline_policy == "none":
             newlines = 0
+        elif self.newline_policy == "full_frame_rows":
+            newlines = sum(layout.grid_h if c == layout.tokens_per_frame else int(c > 0) for c in counts)
         elif all(c in (0, layout.tokens_per_frame) for c in counts):  # rows_with_kept, whole or empty frames only
             newlines = sum(layout.grid_h for c in counts if c > 0)
         else:

@@ -49,11 +49,10 @@ import torch
 import torch.nn.functional as F
 
 from adatp_bench.errors import ConfigError
-from adatp_bench.models.layout import VideoLayout, VisualTokens
+from adatp_bench.models.layout import NEWLINE_POLICIES, VideoLayout, VisualTokens
 from adatp_bench.pruning.base import PruningMethod, SampleContext, check_retention, per_frame_budget, register_method
 
 DOMINANT_RATIO = 54 / 64  # HoliTom `DOMINANT_RATIO` default; FastVID App. A.1 "dominant:contextual 54:10"
-NEWLINE_POLICIES = ("rows_with_kept", "per_frame", "all", "none")
 
 
 def split_budget(budget: int, dominant_ratio: float) -> tuple[int, int]:
