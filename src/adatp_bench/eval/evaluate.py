@@ -108,6 +108,8 @@ def summarise_efficiency(records: list[dict[str, Any]], lmm: AdatpBenchLMM, spec
     # are (those kept).
     vanilla_video = frames * llm.tokens_per_frame + (frames * llm.grid_side if per_row else 0)
     vanilla = flops.paper_tflops(cfg, [vanilla_video] * num_layers)
+    # The SigLIP relevance encoder (AdaTP, FastVID) is an extra cost, recorded beside the paper column, never in it.
+    relevance_cfg = llm.relevance.model.config if lmm.method.needs_relevance and llm.relevance is not None else None
     reports = []
     for rec in records:
         video, newline = rec["video_tokens_per_layer"], rec["newline_tokens_per_layer"]
@@ -121,6 +123,8 @@ def summarise_efficiency(records: list[dict[str, Any]], lmm: AdatpBenchLMM, spec
             newline_tokens_per_layer=None if per_row else newline,
             frames=frames,
             new_tokens=rec["output_tokens"],
+            relevance_config=relevance_cfg,
+            relevance_frames=frames if relevance_cfg is not None else None,
         )
         reports.append(report.as_dict())
 
@@ -141,6 +145,9 @@ def summarise_efficiency(records: list[dict[str, Any]], lmm: AdatpBenchLMM, spec
         "extra_full_prefill_tflops": mean([r["extra_full_prefill_tflops"] for r in reports]),
         "extra_vision_encoder_tflops": mean([r["extra_vision_encoder_tflops"] for r in reports]),
         "extra_decode_tflops": mean([r["extra_decode_tflops"] for r in reports]),
+        "extra_relevance_encoder_tflops": (
+            mean([r["extra_relevance_encoder_tflops"] for r in reports]) if relevance_cfg is not None else None
+        ),
         "flops_convention": "LLM prefill MACs over video tokens (FastVID App. A.2); extras labelled separately",
         "latency_ms": {k: mean([r["timings_ms"].get(k, 0.0) for r in records]) for k in timing_keys},
         "peak_gpu_memory_mib": peak,

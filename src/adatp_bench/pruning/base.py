@@ -191,7 +191,12 @@ class PruningMethod:
         return ()
 
     def before_layer(self, state: SequenceState, ctx: SampleContext) -> torch.Tensor | None:
-        """In-LLM stage: sorted positions of ``state`` to keep (all text must stay), or None to keep all."""
+        """In-LLM stage: sorted positions of ``state`` to keep (all text must stay), or None to keep all.
+
+        A method may also edit ``state`` in place before returning (merge dropped tokens into kept ones by writing
+        ``state.hidden``, as HoliTom's inner stage and SparseVLM's recycling do); the runner applies the returned
+        positions to the state *after* the call.
+        """
         return None
 
     def after_prefill(self, cache: Any, state: SequenceState, ctx: SampleContext) -> None:
