@@ -1,0 +1,84 @@
+"""Table 1 rendering from records only: missing and failed cells are marked, never filled; published numbers stay in
+their own labelled columns; unknown config values list the valid ones."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from adatp_bench.report import table1
+from adatp_bench.report.grid import experiment_cells
+from adatp_bench.results import ResultRecord, RunDir
+from adatp_bench.run import run_cell
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_demo_table_marks_missing_and_failed_cells(tmp_path: Path) -> None:
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        ok_cfg = compose(
+            "config",
+            overrides=[
+                f"paths.root={tmp_path}",
+                "experiment=demo",
+                "method=fastv",
+                "budget=r25",
+                "benchmark=videomme_synth",
+            ],
+        )
+    done = run_cell(ok_cfg).record
+    # A failed cell of the same grid: its record says so, with the error.
+    cells = experiment_cells("demo", [f"paths.root={tmp_path}"])
+    victim = next(c for c in cells if c.method == "fastv" and c.budget == "25%" and c.benchmark == "mlvu_dev_synth")
+    RunDir(tmp_path / "results" / "runs", victim.run_id).write_record(
+        ResultRecord(
+            run_id=victim.run_id,
+            status="failed",
+            model="tiny",
+            method="fastv",
+            method_settings={},
+            benchmark="mlvu_dev_synth",
+            task="mlvu_dev_synth",
+            seed=0,
+            error="CUDA out of memory",
+            error_type="OutOfMemoryError",
+        )
+    )
+    out = tmp_path / "report"
+    table1.main(["--experiment", "demo", "--results", str(tmp_path / "results" / "runs"), "--out", str(out)])
+    csv = pd.read_csv(out / "table1.csv")
+    row = csv[(csv.method == "fastv") & (csv.setting == "100%/25%")].iloc[0]
+    assert float(row.VideoMME) == pytest.approx(done.score)
+    assert row.MLVU == "failed" and row.LongVideoBench == "missing"
+    assert row.Avg == "—"  # never averaged over an incomplete row
+    assert pd.isna(row["published avg"])  # no published row for the tiny model
+    md = (out / "table1.md").read_text()
+    assert "CUDA out of memory" in md and "missing" in md
+    assert (out / "table1.tex").read_text().startswith("\\begin{table}")
+    assert (out / "table1_flops.png").stat().st_size > 1000
+    # every demo method has a row, run or not
+    assert {c.method for c in cells} == set(csv.method)
+
+
+def test_unknown_method_lists_the_valid_ones(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "adatp_bench.run", "method=fastvv", f"paths.root={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "Could not find 'method/fastvv'" in proc.stderr and "fastv" in proc.stderr and "adatp" in proc.stderr
+
+
+def test_unknown_experiment_lists_the_valid_ones() -> None:
+    from adatp_bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="valid: .*demo"):
+        experiment_cells("tabel1")
