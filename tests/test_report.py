@@ -80,5 +80,5 @@ def test_unknown_method_lists_the_valid_ones(tmp_path: Path) -> None:
 def test_unknown_experiment_lists_the_valid_ones() -> None:
     from adatp_bench.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="valid: .*demo"):
+    with pytest.raises(ConfigError, match=r"valid: .*demo"):
         experiment_cells("tabel1")
