@@ -24,6 +24,7 @@ from typing import Any, Literal
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+import adatp_bench.conf_resolvers  # noqa: F401  (registers ${cwd:})
 from adatp_bench.errors import AdatpBenchError
 from adatp_bench.results import (
     ResultRecord,

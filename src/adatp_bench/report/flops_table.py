@@ -1,16 +1,22 @@
-"""FLOPs table: reproduce the published TFLOPs columns and put our models' schedules in the same convention.
+"""FLOPs table: the paper-convention TFLOPs of every cell of our Table 1 grid, checked against the published numbers.
 
-`python -m adatp_bench.report.flops_table` prints
+`python -m adatp_bench.report.flops_table` (`make flops-table`; a few seconds on CPU, no weights) prints
 
 (a) every row of FastVID Table 1 (LLaVA-OV-7B) and Table 2 (LLaVA-Video-7B) whose token schedule is known: our
     TFLOPs (FLOPS.md §1.2) vs the published value, matched to the printed precision; the two rows FLOPS.md §2 flags
     (PruneVid 10.1%/3.9%, FastVID+FastV 9.7%/3.6%) are shown with the explanation of the gap;
-(b) vanilla and standard schedules of the three Table 1 models (TFLOPs, % of the same model's vanilla);
-(c) the input-only and FastV K = 2 keep ratios that hit AdaTP's published FLOPs ratios (solved numerically);
-(d) meta-device cross-checks: full-size LLaVA-OV-7B counted with FlopCounterMode equals 2 × the analytic counts.
+(b) every (model, method, budget) cell of conf/experiment/table1.yaml: each method is built from its conf/method YAML,
+    validated on the full-size model and asked for `expected_video_tokens` on the full-size layout; the counts are
+    converted to the paper convention (FLOPS.md §1.4) and turned into TFLOPs and % of the same model's vanilla, or
+    reported as invalid (the ConfigError) or data-dependent; cells with a FastVID row are compared with it;
+(c) the AdaTP operating points of conf/experiment/table1_adatp.yaml next to AdaTP's published % FLOPs targets;
+(d) FastVID's settings outside the budget grid (DyCoke 32.5%, PruneVID β = 11%, PDrop and SparseVLM schedules);
+(e) the input-only and FastV K = 2 keep ratios that hit AdaTP's published FLOPs ratios (solved numerically);
+(f) meta-device cross-checks: full-size LLaVA-OV-7B counted with FlopCounterMode equals 2 × the analytic counts.
 
-Rows from real pruning runs go through `method_rows` / `render_method_rows`, which take
-`(label, model, tokens_per_layer)` triples (the `visual_tokens_per_layer` of a result record).
+It exits 1 if a published row or a compared cell fails to match without a documented reason, or if an AdaTP
+operating point misses its target. Rows from real runs go through `method_rows` / `render_method_rows`, which take
+`(label, model, tokens_per_layer)` triples (the paper-convention `video_tokens_per_layer` of a result record).
 """
 
 from __future__ import annotations
@@ -18,15 +24,18 @@ from __future__ import annotations
 import csv
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
+from omegaconf import OmegaConf
 from tabulate import tabulate
 
 from adatp_bench import flops
 from adatp_bench.errors import ConfigError
 from adatp_bench.models.full_size import load_full_size_config, video_path
+from adatp_bench.models.layout import VideoLayout
+from adatp_bench.pruning import CONF_DIR, PruningMethod, build_method, load_method_config
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 
@@ -152,7 +161,7 @@ def explain_flagged(check: RowCheck) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# (b) method rows: (label, model, tokens_per_layer) → TFLOPs and % of the same model's vanilla
+# method rows: (label, model, tokens_per_layer) → TFLOPs and % of the same model's vanilla
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -255,7 +264,385 @@ def standard_entries() -> list[tuple[str, str, list[float]]]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# (c) keep ratios equivalent to AdaTP's published % FLOPs
+# (b)-(d) the Table 1 grid from the real methods: expected_video_tokens on the full-size layouts, no weights loaded
+# ---------------------------------------------------------------------------------------------------------------------
+
+DATA_DEPENDENT = "data-dependent (recorded per sample at run time)"
+
+#: Methods whose in-LLM stages rank LLaVA-OV's single trailing newline together with the grid tokens (upstream ranks the
+#: whole image span: docs/methods/pdrop.md deviation 4, docs/methods/sparsevlm.md deviation 2). Whether it survives a
+#: stage depends on the sample, so the paper count of a pruned layer is n − 1 (kept) or n (dropped): both are shown.
+NEWLINE_RANKED = frozenset({"pdrop", "sparsevlm"})
+
+#: Printed retentions of FastVID's pre-LLM rows per budget: int(196·r) on LLaVA-OV, int(169·r) on LLaVA-Video.
+_OV_PRE = {"r25": "25%", "r20": "19.9%", "r15": "14.8%", "r10": "9.7%"}
+_VIDEO_PRE = {"r25": "24.9%", "r10": "9.5%"}
+
+#: Grid cells with a FastVID row to compare with: (model, method) → (FastVID row, {budget: printed retention}, note).
+#: The printed TFLOPs are read from report/reference/*.csv.
+FASTVID_EQUIVALENTS: dict[tuple[str, str], tuple[str, dict[str, str], str]] = {
+    ("llava_ov_7b", "vanilla"): ("Vanilla", {"all": "100%"}, ""),
+    ("llava_ov_7b", "fastv"): ("FastV", {b: f"100%/{b[1:]}%" for b in _OV_PRE}, ""),
+    ("llava_ov_7b", "visionzip"): ("VisionZip*", _OV_PRE, ""),
+    ("llava_ov_7b", "visionzip_pre"): ("VisionZip", _OV_PRE, ""),
+    ("llava_ov_7b", "dycoke"): ("DyCoke", {"r25": "25%"}, ""),
+    ("llava_ov_7b", "fastvid"): ("FastVID", _OV_PRE, ""),
+    ("llava_ov_7b", "random"): ("VisionZip*", _OV_PRE, "same int(196·r) per frame"),
+    ("llava_ov_7b", "uniform"): ("VisionZip*", _OV_PRE, "same int(196·r) budget"),
+    ("llava_video_7b", "vanilla"): ("Vanilla", {"all": "100%"}, ""),
+    ("llava_video_7b", "fastv"): ("FastV", {"r25": "100%/25%", "r10": "100%/10%"}, ""),
+    ("llava_video_7b", "visionzip"): ("VisionZip*", _VIDEO_PRE, ""),
+    ("llava_video_7b", "visionzip_pre"): ("VisionZip", _VIDEO_PRE, ""),
+    ("llava_video_7b", "dycoke"): ("DyCoke", {"r25": "25%"}, ""),
+    ("llava_video_7b", "fastvid"): ("FastVID", _VIDEO_PRE, ""),
+}
+
+_UNIFORM_GAP = "uniform keeps the largest near-square grid within int(196·r): {grid} per frame"
+#: Compared cells that are not expected to match, and why: (model, method, budget) → reason.
+KNOWN_GAPS: dict[tuple[str, str, str], str] = {
+    ("llava_ov_7b", "uniform", "r20"): _UNIFORM_GAP.format(grid="6×6 = 36 of 39"),
+    ("llava_ov_7b", "uniform", "r15"): _UNIFORM_GAP.format(grid="5×5 = 25 of 29"),
+    ("llava_ov_7b", "uniform", "r10"): _UNIFORM_GAP.format(grid="4×4 = 16 of 19"),
+}
+
+
+def table1_grid(experiment: str = "table1") -> tuple[list[str], list[str], list[str]]:
+    """(models, methods, budgets) swept by conf/experiment/<experiment>.yaml."""
+    params = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
+    models, methods, budgets = (
+        [v.strip() for v in str(params[key]).split(",")] for key in ("model", "method", "budget")
+    )
+    return models, methods, budgets
+
+
+def full_size_layout(model: str) -> VideoLayout:
+    """The unpruned video layout of a full-size model, from its config alone (video_start = 0, no text)."""
+    vp = video_path(model)
+    return VideoLayout(
+        video_start=0,
+        num_frames=vp.frames,
+        grid_h=vp.pooled_grid,
+        grid_w=vp.pooled_grid,
+        newline_layout="per_video" if vp.newline_layout == "one_token" else "per_row",
+        seq_len=vp.visual_tokens + vp.newline_tokens,
+    )
+
+
+@dataclass(frozen=True)
+class GridRow:
+    """One (model, method, budget) cell: paper-convention video tokens per layer, TFLOPs and % of vanilla.
+
+    `status` is "ok", "invalid" (`message` = the ConfigError) or "data-dependent" (`message` = what is fixed, if
+    anything). `*_alt` is set for `NEWLINE_RANKED` methods on LLaVA-OV: the same cell with the newline dropped.
+    """
+
+    model: str
+    method: str
+    budget: str  # "r25", ..., or "all" when the settings do not depend on the budget
+    status: str
+    message: str = ""
+    tokens_per_layer: tuple[float, ...] = ()
+    tflops: float | None = None
+    pct: float | None = None
+    tokens_per_layer_alt: tuple[float, ...] | None = None
+    tflops_alt: float | None = None
+    pct_alt: float | None = None
+    published: PublishedRow | None = None
+    published_note: str = ""
+    known_gap: str = ""
+
+    @property
+    def printed_schedule_differs(self) -> bool:
+        """The printed row's token schedule (where the CSV gives one) differs from ours by a token or more."""
+        if self.status != "ok" or self.published is None or not self.published.schedule:
+            return False
+        printed = flops.parse_schedule(self.published.schedule)
+        return all(any(abs(a - b) >= 1 for a, b in zip(printed, ours, strict=True)) for ours in self._alternatives())
+
+    def _alternatives(self) -> list[tuple[float, ...]]:
+        return [t for t in (self.tokens_per_layer, self.tokens_per_layer_alt) if t is not None]
+
+    @property
+    def matches(self) -> bool | None:
+        """Our TFLOPs (either alternative) equal the printed FastVID value at its precision; None if not comparable."""
+        if self.status != "ok" or self.published is None:
+            return None
+        d = self.published.decimals
+        ours = [t for t in (self.tflops, self.tflops_alt) if t is not None]
+        return any(f"{t:.{d}f}" == f"{self.published.published:.{d}f}" for t in ours)
+
+
+def paper_counts(layout: VideoLayout, counts: Sequence[int], *, newline_ranked: bool, newlines: int) -> list[int]:
+    """Video positions per layer → the paper convention (FLOPS.md §1.4): LLaVA-Video's kept row newlines count, the
+    LLaVA-OV trailing newline does not. `newlines` = OV newlines the method keeps (1, or 0 with a "none" policy); with
+    `newline_ranked` the newline is taken as dropped in every pruned layer."""
+    if layout.newline_layout == "per_row":
+        return list(counts)
+    return [n if newline_ranked and n < layout.video_len else n - newlines for n in counts]
+
+
+def _published_index() -> dict[tuple[str, str, str], PublishedRow]:
+    return {(r.model, r.method, r.retention): r for r in load_published_rows()}
+
+
+def evaluate_cell(
+    model: str,
+    method: str,
+    settings: dict,
+    budget: str,
+    published: PublishedRow | None = None,
+    published_note: str = "",
+    known_gap: str = "",
+    build_as: str | None = None,
+) -> GridRow:
+    """Build `method` with `settings` (as `build_as`, for presets), validate it on `model` and count its tokens."""
+    layout, layers = full_size_layout(model), _config(model).text_config.num_hidden_layers
+    common = dict(model=model, method=method, budget=budget, published=published, published_note=published_note)
+    try:
+        instance = build_method(build_as or method, **settings)
+        instance.validate(layout.tokens_per_frame, layout.num_frames, layers)
+    except ConfigError as exc:
+        return GridRow(status="invalid", message=str(exc), **common)
+    counts = instance.expected_video_tokens(layout, layers)
+    if counts is None:
+        return GridRow(status="data-dependent", message=_fixed_part(instance, layout, layers), **common)
+    newlines = 0 if getattr(instance, "newline_policy", None) == "none" else layout.num_newlines
+    vanilla = vanilla_tflops(model)
+    tokens = paper_counts(layout, counts, newline_ranked=False, newlines=newlines)
+    tflops = flops.paper_tflops(_config(model), tokens, available=video_path(model).paper_video_tokens)
+    alt = {}
+    if (build_as or method) in NEWLINE_RANKED and layout.newline_layout == "per_video":
+        alt_tokens = paper_counts(layout, counts, newline_ranked=True, newlines=newlines)
+        if alt_tokens != tokens:
+            alt_tflops = flops.paper_tflops(_config(model), alt_tokens)
+            alt = dict(
+                tokens_per_layer_alt=tuple(alt_tokens), tflops_alt=alt_tflops, pct_alt=100 * alt_tflops / vanilla
+            )
+    return GridRow(
+        status="ok",
+        tokens_per_layer=tuple(tokens),
+        tflops=tflops,
+        pct=100 * tflops / vanilla,
+        known_gap=known_gap,
+        **alt,
+        **common,
+    )
+
+
+def _fixed_part(instance: PruningMethod, layout: VideoLayout, layers: int) -> str:
+    """For a per-row (LLaVA-Video) cell whose newlines alone are data-dependent: the grid tokens per layer, read from
+    the method's own count on the same grid with one trailing newline."""
+    if layout.newline_layout != "per_row":
+        return ""
+    twin = replace(layout, newline_layout="per_video")
+    counts = instance.expected_video_tokens(twin, layers)
+    if counts is None:
+        return ""
+    return (
+        f"grid tokens {_compact([n - twin.num_newlines for n in counts])} + the newline of each row with a kept token"
+    )
+
+
+def grid_rows(experiment: str = "table1") -> list[GridRow]:
+    """Every cell of the Table 1 grid, with the FastVID row it can be compared with (if any)."""
+    models, methods, budgets = table1_grid(experiment)
+    index = _published_index()
+    rows = []
+    for model in models:
+        for method in methods:
+            configs = {b: load_method_config(method, b) for b in budgets}
+            if all(c == configs[budgets[0]] for c in configs.values()):  # budget-independent (vanilla)
+                configs = {"all": configs[budgets[0]]}
+            csv_method, retentions, note = FASTVID_EQUIVALENTS.get((model, method), ("", {}, ""))
+            for budget, settings in configs.items():
+                published = index.get((model, csv_method, retentions[budget])) if budget in retentions else None
+                gap = KNOWN_GAPS.get((model, method, budget), "")
+                rows.append(evaluate_cell(model, method, settings, budget, published, note, gap))
+    return rows
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """An AdaTP preset paired with its model (conf/operating_point/<name>.yaml) and its published FLOPs target."""
+
+    name: str
+    model: str
+    method: str  # conf/method/<method>.yaml, an AdaTP preset
+    label: str  # setting_label, e.g. "27.30% FLOPs"
+    target_pct: float  # AdaTP's published % of vanilla FLOPs (report/reference/adatp_headline.csv)
+
+
+def operating_points(experiment: str = "table1_adatp") -> list[OperatingPoint]:
+    """The AdaTP operating points swept by conf/experiment/<experiment>.yaml, with their published targets."""
+    params = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
+    targets = adatp_targets()
+    out = []
+    for name in (v.strip() for v in str(params["+operating_point"]).split(",")):
+        node = OmegaConf.load(CONF_DIR / "operating_point" / f"{name}.yaml")
+        picks = {key.rsplit("/", 1)[-1]: value for entry in node.defaults for key, value in entry.items()}
+        label = str(node.setting_label)
+        pct = float(label.partition("%")[0])
+        match = [t for m, t in targets if m == picks["model"] and abs(t - pct) < 5e-3]
+        if len(match) != 1:
+            raise ConfigError(f"operating point {name!r} ({label}, {picks['model']}): no AdaTP headline row matches")
+        out.append(OperatingPoint(name, picks["model"], picks["method"], label, match[0]))
+    return out
+
+
+def operating_point_rows(experiment: str = "table1_adatp") -> list[tuple[OperatingPoint, GridRow]]:
+    """Each AdaTP operating point evaluated like a grid cell (the presets are `adatp` settings)."""
+    return [
+        (op, evaluate_cell(op.model, op.method, load_method_config(op.method), op.label, build_as="adatp"))
+        for op in operating_points(experiment)
+    ]
+
+
+@dataclass(frozen=True)
+class OutsideGrid:
+    """A FastVID setting outside the budget grid: our method with `overrides` over its r25 config, and the printed row
+    (`printed` = (CSV method, retention), or (printed TFLOPs, source) for rows not in report/reference/)."""
+
+    label: str
+    model: str
+    method: str
+    overrides: dict
+    printed: tuple[str, str]
+    known_gap: str = ""
+
+
+OUTSIDE_GRID: list[OutsideGrid] = [
+    OutsideGrid(
+        "DyCoke 32.5% (K = 0.9)",
+        "llava_ov_7b",
+        "dycoke",
+        {"retention": 0.325},
+        ("DyCoke", "32.5%"),
+        "FastVID counts the ideal 0.325·6272 = 2038 tokens; the TTM code keeps int(0.1·196) = 19 per pruned frame, "
+        "8·196 + 24·19 = 2024 (docs/methods/dycoke.md deviation 8)",
+    ),
+    OutsideGrid("DyCoke 32.1% (K = 0.9)", "llava_video_7b", "dycoke", {"retention": 0.325}, ("DyCoke", "32.1%")),
+    OutsideGrid(
+        "PruneVID* 10.1% (β = 0.11)", "llava_ov_7b", "prunevid_stage1", {"retention": 0.11}, ("PruneVID*", "10.1%")
+    ),
+    OutsideGrid(
+        "PruneVID 10.1%/3.9% (β = 0.11)", "llava_ov_7b", "prunevid", {"retention": 0.11}, ("PruneVID", "10.1%/3.9%")
+    ),
+    OutsideGrid(
+        "PyramidDrop 100%/4.1%/2.0%/1.0%",
+        "llava_ov_7b",
+        "pdrop",
+        {"retention": 0.041, "reference_ratios": [0.041, 0.020, 0.010]},
+        ("14.7", "FastVID Table 11; FLOPS.md §2"),
+    ),
+    OutsideGrid(
+        "SparseVLM 10.4/5.3/2.9%, no recycling",
+        "llava_ov_7b",
+        "sparsevlm",
+        {"retention": 0.104, "recycle": False},
+        ("7.06", "FastVID Table 11; FLOPS.md §2"),
+    ),
+]
+
+
+def outside_grid_rows() -> list[tuple[str, GridRow]]:
+    """`OUTSIDE_GRID` evaluated; printed values from the CSVs where they are there."""
+    index = _published_index()
+    out = []
+    for o in OUTSIDE_GRID:
+        published = index.get((o.model, *o.printed))
+        if published is None:  # a printed value that is not in report/reference/ (FastVID Table 11)
+            value, source = o.printed
+            published = PublishedRow(source, o.model, o.method, o.label, "", value)
+        settings = {**load_method_config(o.method), **o.overrides}
+        out.append((o.label, evaluate_cell(o.model, o.method, settings, o.label, published, known_gap=o.known_gap)))
+    return out
+
+
+def _num(value: float | None, alt: float | None, fmt: str) -> str:
+    if value is None:
+        return ""
+    text = format(value, fmt)
+    alt_text = format(alt, fmt) if alt is not None else text
+    return text if alt_text == text else f"{text}–{alt_text}"
+
+
+def _tokens_text(row: GridRow) -> str:
+    if row.status == "invalid":
+        return f"invalid: {row.message}"
+    if row.status == "data-dependent":
+        return DATA_DEPENDENT + (f"; {row.message}" if row.message else "")
+    text = _compact(row.tokens_per_layer)
+    return text if row.tokens_per_layer_alt is None else f"{text} (†)"
+
+
+def _published_text(row: GridRow) -> str:
+    if row.published is None:
+        return ""
+    p = row.published
+    where = f"{p.method} {p.retention}" if p.schedule else p.table
+    if row.status == "data-dependent" and p.schedule:
+        where += f": {p.schedule}"
+    note = f"; {row.published_note}" if row.published_note else ""
+    return f"{p.published_text} ({where}{note})"
+
+
+def _match_text(row: GridRow) -> str:
+    if row.published is None:
+        return ""
+    if row.matches is None:
+        return f"n/a ({row.status})"
+    if row.matches:
+        return "yes"
+    return "no (expected, see below)" if row.known_gap else "NO"
+
+
+def grid_table(rows: Sequence[GridRow]) -> list[list[str]]:
+    """The printed columns of each cell: method, budget, tokens per layer (or status), TFLOPs, % of vanilla, FastVID
+    printed value, match."""
+    return [
+        [
+            r.method,
+            r.budget,
+            _tokens_text(r),
+            _num(r.tflops, r.tflops_alt, ".2f"),
+            _num(r.pct, r.pct_alt, ".2f") + ("%" if r.pct is not None else ""),
+            _published_text(r),
+            _match_text(r),
+        ]
+        for r in rows
+    ]
+
+
+def render_grid(rows: Sequence[GridRow]) -> str:
+    """Per model: one line per cell (method, budget, tokens per layer, TFLOPs, % of vanilla, FastVID comparison)."""
+    out = []
+    headers = [
+        "method",
+        "budget",
+        "video tokens per layer (paper convention)",
+        "TFLOPs",
+        "% of vanilla",
+        "FastVID printed",
+        "match",
+    ]
+    for model in dict.fromkeys(r.model for r in rows):
+        layout, layers = full_size_layout(model), _config(model).text_config.num_hidden_layers
+        newline = (
+            "one trailing newline, not counted"
+            if layout.newline_layout == "per_video"
+            else f"{layout.num_newlines} row newlines, kept ones counted"
+        )
+        out.append(
+            f"{model}: {layout.num_frames} frames × {layout.grid_h}×{layout.grid_w} tokens, {newline}; "
+            f"{layers} layers; vanilla {vanilla_tflops(model):.2f} TFLOPs\n"
+        )
+        table = grid_table([r for r in rows if r.model == model])
+        out.append(tabulate(table, headers=headers, disable_numparse=True) + "\n")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# (e) keep ratios equivalent to AdaTP's published % FLOPs
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -345,7 +732,7 @@ def adatp_equivalents(reference_dir: Path = REFERENCE_DIR) -> list[KeepSolution]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# (d) meta-device cross-check (FLOPS.md §4.1)
+# (f) meta-device cross-check (FLOPS.md §4.1)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -393,8 +780,70 @@ def meta_cross_check(model: str = "llava_ov_7b", text_tokens: int = 64) -> list[
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def render_operating_points(pairs: Sequence[tuple[OperatingPoint, GridRow]]) -> str:
+    """AdaTP presets: schedule, TFLOPs and % of vanilla next to the published target."""
+    table = [
+        [
+            op.name if op.method == op.name else f"{op.name} (method {op.method})",
+            op.model,
+            _tokens_text(row),
+            _num(row.tflops, row.tflops_alt, ".2f"),
+            _num(row.pct, row.pct_alt, ".4f") + "%",
+            f"{op.target_pct:.2f}%",
+            "yes" if row.pct is not None and f"{row.pct:.2f}" == f"{op.target_pct:.2f}" else "NO",
+        ]
+        for op, row in pairs
+    ]
+    headers = [
+        "operating point",
+        "model",
+        "video tokens per layer",
+        "TFLOPs",
+        "% of vanilla",
+        "published target",
+        "equal at 2 decimals",
+    ]
+    return tabulate(table, headers=headers, disable_numparse=True)
+
+
+def render_outside_grid(pairs: Sequence[tuple[str, GridRow]]) -> str:
+    """FastVID settings outside the budget grid, compared with the printed rows."""
+    table = [
+        [
+            label,
+            row.method,
+            row.model,
+            _tokens_text(row),
+            _num(row.tflops, row.tflops_alt, ".2f"),
+            _published_text(row),
+            _match_text(row),
+        ]
+        for label, row in pairs
+    ]
+    headers = ["FastVID row", "method", "model", "video tokens per layer", "TFLOPs", "printed", "match"]
+    return tabulate(table, headers=headers, disable_numparse=True)
+
+
+def _notes(rows: Sequence[GridRow]) -> str:
+    """Why compared cells do not match, and matching cells whose token counts differ from the printed schedule."""
+    gaps = [f"  {r.model} {r.method} {r.budget}: {r.known_gap}." for r in rows if r.matches is False and r.known_gap]
+    counts = [
+        f"  {r.model} {r.method} {r.budget}: ours {_compact(r.tokens_per_layer)}, printed {r.published.schedule}."
+        for r in rows
+        if r.matches and r.printed_schedule_differs and r.published is not None
+    ]
+    out = []
+    if gaps:
+        out.append("Compared rows that are not expected to match:\n" + "\n".join(gaps))
+    if counts:
+        out.append(
+            "Rows whose TFLOPs match with token counts that differ from the printed schedule:\n" + "\n".join(counts)
+        )
+    return "\n".join(out)
+
+
 def main() -> None:
-    """Print (a)-(d)."""
+    """Print (a)-(f)."""
     start = time.perf_counter()
     print("FLOPs convention: LLM prefill, video tokens only, multiply-accumulates / 1e12, printed as TFLOPs")
     print("(FastVID App. A.2; FLOPS.md §1.2). Published values are for comparison only (report/reference/README.md).\n")
@@ -421,10 +870,30 @@ def main() -> None:
         if not c.matches:
             print("\n".join(explain_flagged(c)) if c.row.flag else f"  UNEXPECTED mismatch: {c.row}")
 
-    print("\n(b) Vanilla and standard schedules (% of the same model's vanilla)\n")
-    print(render_method_rows(standard_entries()))
+    grid = grid_rows()
+    models, methods, budgets = table1_grid()
+    print(
+        f"\n(b) Table 1 grid (conf/experiment/table1.yaml: {len(models)} models × {len(methods)} methods × budgets "
+        f"{', '.join(budgets)}): each method's expected_video_tokens on the full-size layout, % of the same model's "
+        "vanilla\n"
+    )
+    print(render_grid(grid))
+    print(
+        "(†) pdrop/sparsevlm rank LLaVA-OV's trailing newline with the grid tokens; a–b = newline kept – dropped in "
+        "the pruned layers (data-dependent by one token)."
+    )
+    print(_notes(grid))
 
-    print("\n(c) Keep ratios equivalent to AdaTP's published FLOPs ratios (solved numerically)\n")
+    ops = operating_point_rows()
+    print("\n(c) AdaTP operating points (conf/experiment/table1_adatp.yaml) vs AdaTP's published targets\n")
+    print(render_operating_points(ops))
+
+    outside = outside_grid_rows()
+    print("\n(d) FastVID settings outside the budget grid vs FastVID's printed rows\n")
+    print(render_outside_grid(outside))
+    print(_notes([row for _, row in outside]))
+
+    print("\n(e) Keep ratios equivalent to AdaTP's published FLOPs ratios (solved numerically)\n")
     sol_rows = [
         [
             s.model,
@@ -445,11 +914,17 @@ def main() -> None:
         )
     )
 
-    print("\n(d) Meta-device cross-check (FlopCounterMode, 2 FLOPs per MAC; FLOPS.md §4.1)\n")
+    print("\n(f) Meta-device cross-check (FlopCounterMode, 2 FLOPs per MAC; FLOPS.md §4.1)\n")
     for line in meta_cross_check():
         print(line)
     print(f"\ndone in {time.perf_counter() - start:.1f} s")
-    if not all(c.matches or c.row.flag for c in checks):
+    unexpected = [r for r in [*grid, *(row for _, row in outside)] if r.matches is False and not r.known_gap]
+    missed = [op.name for op, row in ops if row.pct is None or f"{row.pct:.2f}" != f"{op.target_pct:.2f}"]
+    for r in unexpected:
+        print(f"UNEXPECTED mismatch: {r.model} {r.method} {r.budget}: {r.tflops} vs printed {r.published}")
+    for name in missed:
+        print(f"UNEXPECTED: operating point {name} misses its published target")
+    if not all(c.matches or c.row.flag for c in checks) or unexpected or missed:
         raise SystemExit(1)
 
 

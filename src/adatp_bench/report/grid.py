@@ -18,6 +18,7 @@ from hydra.core.override_parser.types import Glob
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+import adatp_bench.conf_resolvers  # noqa: F401  (registers ${cwd:})
 from adatp_bench.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
@@ -70,8 +71,6 @@ def _expand(key: str, value: str) -> list[str]:
 def experiment_axes(experiment: str, extra_overrides: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
     """The fixed overrides of an experiment and its sweep axes (each a list of ``key=value`` overrides)."""
     extra = list(extra_overrides or [])
-    if not any(o.startswith("paths.root=") for o in extra):  # ${hydra:runtime.cwd} only exists inside a Hydra run
-        extra.append(f"paths.root={Path.cwd()}")
     if not (CONF_DIR / "experiment" / f"{experiment}.yaml").exists():
         valid = ", ".join(_group_options("experiment"))
         raise ConfigError(f"unknown experiment {experiment!r}; valid: {valid}")
