@@ -6,10 +6,11 @@ averaged over heads (the official code's rule; the paper's text says "average at
 keep the top R, drop the rest. Kept tokens keep their original RoPE positions (``position_ids = keep_indexs``).
 
 Retention follows the paper's "100%/R" notation: all tokens for K layers, then R. ``R·n`` is rounded as the official
-code does: ``topk(round(n·(1−prune)))``. ``n`` counts the grid tokens only: FastVID's published counts are
-``round(6272·R)`` on LLaVA-OV (1568, 1254, 940, 627) and ``round(10816·R)`` visual tokens plus the newlines of the rows
-that keep a token on LLaVA-Video (2704 + 568.7 at 25%; FLOPS.md §2). Newlines follow that rule
-(:func:`keep_positions`). Scores come from the attention-row probe, so SDPA/FlashAttention stay on in every layer.
+code does: ``topk(round(n·(1−prune)))``. ``n`` counts the grid tokens only, as FastVID's published counts do:
+``round(6272·R)`` = 1568, 1254, 941, 627 on LLaVA-OV (FLOPS.md §2 derives 940 at 15%, i.e. truncation, while its
+LLaVA-Video 10% row, 1082 = round(10816·0.1), implies rounding; either gives the printed TFLOPs), and ``round(10816·R)``
+visual tokens plus the newlines of the rows that keep a token on LLaVA-Video (2704 + 568.7 at 25%). Newlines follow that
+rule (:func:`keep_positions`). Scores come from the attention-row probe, so SDPA/FlashAttention stay on in every layer.
 """
 
 from __future__ import annotations
