@@ -26,13 +26,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2Config, SiglipVisionConfig
+from transformers import (
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    Qwen2Config,
+    SiglipConfig,
+    SiglipModel,
+    SiglipTextConfig,
+    SiglipVisionConfig,
+)
 
 from adatp_bench import flops
 from adatp_bench.models.adapter import VideoLLM
+from adatp_bench.models.relevance import RelevanceEncoder
 from adatp_bench.models.specs import get_spec
 from adatp_bench.models.tiny import build_tiny_processor, build_tiny_tokenizer
-from adatp_bench.pruning import build_method, load_method_config
+from adatp_bench.pruning import build_method, load_method_config, method_names
 
 QUESTION = "What happens after the scene change?\nA. a person enters\nB. the light turns off\nC. nothing\nD. it rains"
 
@@ -91,7 +100,29 @@ def build_llm(args: argparse.Namespace) -> VideoLLM:
         model = LlavaOnevisionForConditionalGeneration(cfg).to(dtype).eval()
     model.model.image_newline.data.normal_(0, 0.02)
     spec = get_spec("llava_ov_7b" if args.full else "tiny")
-    return VideoLLM(spec, model, build_tiny_processor(tok, image_size=image_size))
+    llm = VideoLLM(spec, model, build_tiny_processor(tok, image_size=image_size))
+    llm.relevance = random_relevance_encoder(cfg, tok, args.device, dtype)  # adatp/fastvid: SigLIP head + text tower
+    return llm
+
+
+def random_relevance_encoder(cfg: LlavaOnevisionConfig, tok, device: str, dtype: torch.dtype) -> RelevanceEncoder:
+    """A random SigLIP with the benchmarked tower's vision width (so400m-sized text tower with --full)."""
+    vision = cfg.vision_config.to_dict() | {"vision_use_head": True}
+    width = vision["hidden_size"]
+    text = SiglipTextConfig(
+        vocab_size=len(tok),
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=4,
+        num_attention_heads=vision["num_attention_heads"],
+        max_position_embeddings=64,
+        projection_size=width,
+        pad_token_id=tok.pad_token_id,
+    )
+    siglip = SiglipConfig(text_config=text.to_dict(), vision_config=vision)
+    with torch.device(device):
+        model = SiglipModel(siglip).to(dtype).eval()
+    return RelevanceEncoder(model, tok)
 
 
 def sync(device: str) -> None:
@@ -99,26 +130,40 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_prefill(llm: VideoLLM, frames: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
-    """Median prefill ms and per-sample method overheads (pre-LLM, in-LLM) over ``args.iters`` runs."""
-    prefill, pre, inner, counts, text = [], [], [], None, 0
-    for i in range(args.warmup + args.iters):
-        state, ctx, timings, _ = llm.prepare(frames, QUESTION, sample_id="bench")
-        sync(args.device)
-        t0 = time.perf_counter()
-        result = llm.runner.prefill(state, llm.method, ctx)
-        sync(args.device)
-        if i >= args.warmup:
-            prefill.append((time.perf_counter() - t0) * 1e3)
-            pre.append(timings["pre_llm_method_ms"])
-            inner.append(result.method_ms)
-        counts, text = result.video_tokens_per_layer, result.text_tokens
+def measure_once(llm: VideoLLM, frames: np.ndarray, device: str) -> dict[str, object]:
+    """One prefill of the installed method: its time, the method's own overheads, and the token counts it kept."""
+    state, ctx, timings, _ = llm.prepare(frames, QUESTION, sample_id="bench")
+    sync(device)
+    t0 = time.perf_counter()
+    result = llm.runner.prefill(state, llm.method, ctx)
+    sync(device)
     return {
-        "prefill_ms": statistics.median(prefill),
-        "pre_ms": statistics.median(pre),
-        "in_ms": statistics.median(inner),
-        "counts": counts,
-        "text": text,
+        "prefill_ms": (time.perf_counter() - t0) * 1e3,
+        "pre_ms": timings["pre_llm_method_ms"],
+        "in_ms": result.method_ms,
+        "counts": result.video_tokens_per_layer,
+        "text": result.text_tokens,
+    }
+
+
+def round_robin(llm: VideoLLM, methods: dict, frames: np.ndarray, args: argparse.Namespace) -> dict[str, dict]:
+    """Median over ``args.iters`` rounds, each round timing every method once in turn (so drift hits all alike)."""
+    runs: dict[str, list[dict]] = {name: [] for name in methods}
+    for i in range(args.warmup + args.iters):
+        for name, method in methods.items():
+            with method(llm):
+                run = measure_once(llm, frames, args.device)
+            if i >= args.warmup:
+                runs[name].append(run)
+    return {
+        name: {
+            "prefill_ms": statistics.median(r["prefill_ms"] for r in rs),
+            "pre_ms": statistics.median(r["pre_ms"] for r in rs),
+            "in_ms": statistics.median(r["in_ms"] for r in rs),
+            "counts": rs[-1]["counts"],
+            "text": rs[-1]["text"],
+        }
+        for name, rs in runs.items()
     }
 
 
@@ -128,7 +173,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="full LLaVA-OneVision-7B architecture (GPU)")
     parser.add_argument("--frames", type=int, default=None, help="default: 16 (mid-size) or 32 (--full)")
     parser.add_argument("--retention", type=float, default=0.25)
-    parser.add_argument("--methods", default="vanilla,fastv,visionzip,adatp,pdrop,dycoke,fastvid,random,uniform")
+    parser.add_argument("--methods", default=None, help="comma-separated (default: vanilla, then all)")
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "flash_attention_2"])
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
@@ -141,37 +186,40 @@ def main() -> None:
     frames = rng.integers(0, 255, (frames_n, 240, 320, 3), dtype=np.uint8)
     frames[frames_n // 2 :] = frames[frames_n // 2 :] // 2  # a scene change for segment-aware methods
 
-    rows, base = [], None
-    for name in args.methods.split(","):
+    names = args.methods.split(",") if args.methods else ["vanilla", *(m for m in method_names() if m != "vanilla")]
+    methods = {}
+    for name in names:
         settings = load_method_config(name)
         if "retention" in settings:
             settings["retention"] = args.retention
-        method = build_method(name, **settings)
-        with method(llm):
-            r = time_prefill(llm, frames, args)
+        methods[name] = build_method(name, **settings)
+    if next(iter(methods)) != "vanilla":
+        sys.exit("the first method must be vanilla (the reference)")
+    results = round_robin(llm, methods, frames, args)
+    rows = []
+    base_ms = results["vanilla"]["prefill_ms"]
+    base_flops = flops.full_prefill_macs(llm.config, results["vanilla"]["counts"], results["vanilla"]["text"])
+    for name, r in results.items():
         full = flops.full_prefill_macs(llm.config, r["counts"], r["text"])
-        if base is None:
-            if name != "vanilla":
-                sys.exit("the first method must be vanilla (the reference)")
-            base = (r["prefill_ms"], full)
-        bound = base[0] * full / base[1]
+        bound = base_ms * full / base_flops  # the time the FLOPs saving would predict
+        overhead = r["pre_ms"] + r["in_ms"]
         rows.append(
             (
                 name,
                 r["counts"][0],
                 r["counts"][-1],
-                100 * full / base[1],
+                100 * full / base_flops,
                 r["prefill_ms"],
                 bound,
                 r["prefill_ms"] / bound,
                 r["pre_ms"],
                 r["in_ms"],
-                100 * (r["pre_ms"] + r["in_ms"]) / base[0],
+                100 * overhead / base_ms,
             )
         )
         print(
             f"{name:>10}: prefill {r['prefill_ms']:8.1f} ms  bound {bound:8.1f} ms  ratio {rows[-1][6]:.2f}  "
-            f"overhead {r['pre_ms'] + r['in_ms']:.1f} ms",
+            f"overhead {overhead:.1f} ms",
             flush=True,
         )
 
