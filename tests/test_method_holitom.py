@@ -4,9 +4,6 @@ into its most similar kept token by sequential (a+b)/2, with original positions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
 import torch
@@ -25,29 +22,9 @@ from adatp_bench.pruning.holitom import (
     static_window_gain,
 )
 from adatp_bench.pruning.probe import probe_attention
+from llm_layers import layer_inputs
 
 QUESTION = "Which scene comes first?\nA. red\nB. blue"
-
-
-@contextmanager
-def layer_inputs(llm: VideoLLM, layers: list[int]) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
-    """Capture (hidden, RoPE cos) entering the given decoder layers at prefill (test-only forward pre-hooks)."""
-    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def grab(idx: int):
-        def hook(module, args, kwargs):
-            hidden = args[0] if args else kwargs["hidden_states"]
-            if hidden.shape[1] > 1 and idx not in seen:
-                seen[idx] = (hidden.detach().clone(), kwargs["position_embeddings"][0].detach().clone())
-
-        return hook
-
-    handles = [llm.runner.lm.layers[i].register_forward_pre_hook(grab(i), with_kwargs=True) for i in layers]
-    try:
-        yield seen
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def test_static_windows_by_dynamic_programming() -> None:
@@ -147,7 +124,9 @@ def test_siglip_attention_equals_eager_mean_received(tiny_llm: VideoLLM, scene_f
     with build_method("vanilla")(tiny_llm):
         _, ctx, _, _ = tiny_llm.prepare(scene_frames, QUESTION)
     got = siglip_received_attention(ctx)
-    layer = tiny_llm.model.model.vision_tower.encoder.layers[-1]  # vision_feature_layer −1: the last layer's attention
+    layer = tiny_llm.model.model.vision_tower.encoder.layers[
+        -1
+    ]  # vision_feature_layer −1: the last layer's attention
     attn = layer.self_attn
     x = layer.layer_norm1(ctx.vision_hidden_states[-2])
     shape = (*x.shape[:2], -1, attn.head_dim)
@@ -188,5 +167,7 @@ def test_inner_stage_on_the_tiny_model(tiny_llm: VideoLLM, scene_frames: np.ndar
 
     got_hidden, got_cos = seen[2]
     torch.testing.assert_close(got_hidden, merged[None, keep], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(got_cos, lm.rotary_emb(h2, positions[:, keep])[0], rtol=0, atol=0)  # original positions
+    torch.testing.assert_close(
+        got_cos, lm.rotary_emb(h2, positions[:, keep])[0], rtol=0, atol=0
+    )  # original positions
     assert out.video_tokens_per_layer[2] == round(len(video) * 0.5)

@@ -4,9 +4,6 @@ attention, with original positions and the KV cache of the earlier layers sliced
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 
@@ -25,29 +22,9 @@ from adatp_bench.pruning.prunevid import (
     spatial_merge,
     static_cells,
 )
+from llm_layers import layer_inputs, run_layer
 
 QUESTION = "Which scene comes first?\nA. red\nB. blue"
-
-
-@contextmanager
-def layer_inputs(llm: VideoLLM, layers: list[int]) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
-    """Capture (hidden, RoPE cos) entering the given decoder layers at prefill (test-only forward pre-hooks)."""
-    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def grab(idx: int):
-        def hook(module, args, kwargs):
-            hidden = args[0] if args else kwargs["hidden_states"]
-            if hidden.shape[1] > 1 and idx not in seen:
-                seen[idx] = (hidden.detach().clone(), kwargs["position_embeddings"][0].detach().clone())
-
-        return hook
-
-    handles = [llm.runner.lm.layers[i].register_forward_pre_hook(grab(i), with_kwargs=True) for i in layers]
-    try:
-        yield seen
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def test_refine_clusters_makes_windows_contiguous() -> None:
@@ -138,7 +115,9 @@ def test_stage2_on_the_tiny_model(tiny_llm: VideoLLM, scene_frames: np.ndarray) 
     h2 = run_layer(tiny_llm, 1, h1, positions)
     got_hidden, got_cos = seen[2]
     torch.testing.assert_close(got_hidden, h2[:, keep], rtol=0, atol=1e-6)
-    torch.testing.assert_close(got_cos, lm.rotary_emb(h2, positions[:, keep])[0], rtol=0, atol=0)  # original positions
+    torch.testing.assert_close(
+        got_cos, lm.rotary_emb(h2, positions[:, keep])[0], rtol=0, atol=0
+    )  # original positions
     # every layer's KV holds the kept tokens (layers 0..1 sliced after prefill) + the one decoded token fed back
     assert [layer.keys.shape[2] for layer in out.cache.layers] == [len(keep) + 1] * 4
 
@@ -151,13 +130,6 @@ def test_stage2_kv_slicing_can_be_turned_off(tiny_llm: VideoLLM, scene_frames: n
         out = tiny_llm.runner.prefill(state, method, ctx)
     lengths = [layer.keys.shape[2] for layer in out.cache.layers]
     assert lengths[:2] == [full, full] and lengths[2] == lengths[3] < full
-
-
-def run_layer(llm: VideoLLM, idx: int, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Decoder layer ``idx`` on (1, L, D) ``hidden`` at RoPE ``positions`` (1, L), as the runner calls it."""
-    lm = llm.runner.lm
-    with torch.no_grad():
-        return lm.layers[idx](hidden, attention_mask=None, position_embeddings=lm.rotary_emb(hidden, positions))
 
 
 def _groups(ctx: SampleContext) -> tuple[torch.Tensor, list[int]]:
