@@ -69,7 +69,7 @@ def data_problem(cell: Cell) -> str | None:
     missing = [str(p) for p in (annotation, videos) if not p.exists()]
     if not missing:
         return None
-    return f"{b.name}: missing {', '.join(missing)} (see README 'Real benchmarks'; or set benchmark.data_dir=...)"
+    return f"{b.name}: missing {', '.join(missing)} (see README 'Benchmarks'; or set benchmark.data_dir=...)"
 
 
 def check(experiments: list[str], overrides: list[str] | None = None) -> list[str]:

@@ -173,7 +173,7 @@ def _bind_probe(layer: torch.nn.Module, hidden: torch.Tensor, rope: tuple[torch.
 
 
 def _apply_keep(state: SequenceState, keep: torch.Tensor, renumber: bool) -> SequenceState:
-    keep = torch.as_tensor(keep, dtype=torch.long).flatten()
+    keep = torch.as_tensor(keep, dtype=torch.long).flatten().cpu()  # metadata lives on CPU, hidden states on device
     if keep.numel() and not bool((keep[1:] > keep[:-1]).all()):
         raise ValueError("a method must return strictly increasing positions to keep")
     if keep.numel() and (int(keep[0]) < 0 or int(keep[-1]) >= len(state)):
