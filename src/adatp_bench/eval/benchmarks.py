@@ -59,7 +59,8 @@ def prepare_benchmark(cfg: DictConfig, work_dir: Path) -> PreparedBenchmark:
         ensure_synthetic(data_dir, n_items=cfg.get("n_items", 3), seed=cfg.get("data_seed", 0))
     elif not data_dir.exists():
         raise DatasetError(
-            f"benchmark {cfg.name!r}: data directory {data_dir} does not exist. Download the dataset (see README, 'Benchmarks') or set benchmark.data_dir=<path>."
+            f"benchmark {cfg.name!r}: data directory {data_dir} does not exist. Download the dataset "
+            "(see README, 'Benchmarks') or set benchmark.data_dir=<path>."
         )
     overrides = {"annotations": cfg.get("annotation"), "video_dirs": cfg.get("video_dir")}
     include = write_task_dir(
