@@ -159,3 +159,16 @@ def test_fastv_keeps_exactly_the_probe_top_r(tiny_llm: VideoLLM, scene_frames: n
     kept_visual = {int(i) for i in keep if state.kind[i] == 1}
     assert kept_visual == want
     assert int((state.kind[keep] == 2).sum()) == 1  # the one-per-video newline stays
+
+
+@pytest.fixture(scope="module")
+def bf16_llm() -> VideoLLM:
+    return VideoLLM.from_spec("tiny_video", dtype="bfloat16")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_runs_in_bfloat16(name: str, bf16_llm: VideoLLM, scene_frames: np.ndarray) -> None:
+    """The real models run in bf16: no method may mix dtypes (probe and scores are fp32, features bf16)."""
+    with make(name)(bf16_llm):
+        out = bf16_llm.generate(scene_frames, QUESTION, max_new_tokens=2)
+    assert len(out.video_tokens_per_layer) == bf16_llm.num_layers
