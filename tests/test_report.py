@@ -3,6 +3,7 @@ their own labelled columns; unknown config values list the valid ones."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,23 @@ def test_unknown_experiment_lists_the_valid_ones() -> None:
 
     with pytest.raises(ConfigError, match=r"valid: .*demo"):
         experiment_cells("tabel1")
+
+
+def test_table1_preflight_stops_at_once_without_weights(tmp_path: Path) -> None:
+    """No weights or datasets here: the preflight names each missing piece, how to get it, and points to make demo."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "adatp_bench.preflight", "table1,table1_adatp"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert proc.returncode == 1
+    err = proc.stderr
+    assert "huggingface-cli download llava-hf/llava-onevision-qwen2-7b-ov-hf" in err
+    assert "python -m adatp_bench.models.convert" in err  # LLaVA-Video needs converting
+    assert "google/siglip-so400m-patch14-384" in err  # adatp / fastvid relevance encoder
+    assert "videomme" in err and "make demo" in err and "Nothing was launched" in err
+    assert not (tmp_path / "results").exists()
