@@ -191,3 +191,12 @@ def test_multirun_records_failures_and_goes_on(tmp_path: Path) -> None:
     assert "retention=1.5" in log
     records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*/record.json")]
     assert sorted(r["status"] for r in records) == ["failed", "ok"]
+
+
+def test_sampling_requests_are_refused() -> None:
+    from adatp_bench.eval.lmms_model import _check_greedy
+
+    _check_greedy("t", {"max_new_tokens": 16, "temperature": 0, "do_sample": False, "num_beams": 1})
+    for bad in ({"do_sample": True}, {"temperature": 0.7}, {"num_beams": 4}):
+        with pytest.raises(ValueError, match="greedily"):
+            _check_greedy("t", bad)

@@ -105,6 +105,7 @@ class AdatpBenchLMM(lmms):
             for req in bar:
                 context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
                 key = (task, int(doc_id))
+                _check_greedy(task, gen_kwargs)
                 if key in self.completed:
                     rec = self.completed[key]
                 else:
@@ -149,6 +150,17 @@ def _init_process_group(device: str) -> None:
         if backend == "nccl":
             torch.cuda.set_device(torch.device(device))
         dist.init_process_group(backend=backend)
+
+
+def _check_greedy(task: str, gen_kwargs: dict[str, Any]) -> None:
+    """Our decoder is greedy (every video task of the paper uses temperature 0); refuse anything else loudly."""
+    sampling = bool(gen_kwargs.get("do_sample")) or float(gen_kwargs.get("temperature") or 0) > 0
+    beams = int(gen_kwargs.get("num_beams") or 1)
+    if sampling or beams != 1:
+        raise ValueError(
+            f"task {task!r} asks for do_sample={gen_kwargs.get('do_sample')}, temperature={gen_kwargs.get('temperature')}"
+            f", num_beams={beams}; adatp-bench decodes greedily (temperature 0, one beam) only"
+        )
 
 
 def _cut(text: str, until: list[str] | str | None) -> str:
