@@ -158,8 +158,9 @@ def _check_greedy(task: str, gen_kwargs: dict[str, Any]) -> None:
     beams = int(gen_kwargs.get("num_beams") or 1)
     if sampling or beams != 1:
         raise ValueError(
-            f"task {task!r} asks for do_sample={gen_kwargs.get('do_sample')}, temperature={gen_kwargs.get('temperature')}"
-            f", num_beams={beams}; adatp-bench decodes greedily (temperature 0, one beam) only"
+            f"task {task!r} asks for do_sample={gen_kwargs.get('do_sample')}, "
+            f"temperature={gen_kwargs.get('temperature')}, num_beams={beams}; "
+            "adatp-bench decodes greedily (temperature 0, one beam) only"
         )
 
 
