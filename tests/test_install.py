@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -58,6 +59,6 @@ def test_shim_declares_nms_when_the_extension_fails(tmp_path: Path, monkeypatch:
             defined.append(schema.split("(")[0])
 
     monkeypatch.setattr(torch.library, "Library", FakeLibrary)
-    monkeypatch.setattr(torch.ops, "torchvision", object(), raising=False)  # no nms registered yet
+    monkeypatch.setattr(torch.ops, "torchvision", SimpleNamespace(), raising=False)  # no nms registered yet
     shim._declare_missing_ops(tmp_path)
     assert defined == ["nms", "qnms"]

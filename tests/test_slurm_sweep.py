@@ -51,7 +51,7 @@ def test_two_by_two_sweep_of_cells(slurm_cluster, tmp_path: Path) -> None:
 
 
 def test_job_requeued_mid_cell_resumes(slurm_cluster, tmp_path: Path) -> None:
-    n_items = 120
+    n_items = 300  # 32 frames each: ≈ 30 s of work, so the requeue lands mid-cell even on a loaded machine
     run = start_multirun(
         "adatp_bench.run",
         [
