@@ -30,9 +30,6 @@ from transformers import (
     LlavaOnevisionConfig,
     LlavaOnevisionForConditionalGeneration,
     Qwen2Config,
-    SiglipConfig,
-    SiglipModel,
-    SiglipTextConfig,
     SiglipVisionConfig,
 )
 
@@ -40,7 +37,7 @@ from adatp_bench import flops
 from adatp_bench.models.adapter import VideoLLM
 from adatp_bench.models.relevance import RelevanceEncoder
 from adatp_bench.models.specs import get_spec
-from adatp_bench.models.tiny import build_tiny_processor, build_tiny_tokenizer
+from adatp_bench.models.tiny import build_random_siglip, build_tiny_processor, build_tiny_tokenizer
 from adatp_bench.pruning import build_method, load_method_config, method_names
 
 QUESTION = "What happens after the scene change?\nA. a person enters\nB. the light turns off\nC. nothing\nD. it rains"
@@ -101,28 +98,15 @@ def build_llm(args: argparse.Namespace) -> VideoLLM:
     model.model.image_newline.data.normal_(0, 0.02)
     spec = get_spec("llava_ov_7b" if args.full else "tiny")
     llm = VideoLLM(spec, model, build_tiny_processor(tok, image_size=image_size))
-    llm.relevance = random_relevance_encoder(cfg, tok, args.device, dtype)  # adatp/fastvid: SigLIP head + text tower
+    llm.relevance = random_relevance_encoder(cfg, args.device, dtype)  # adatp/fastvid: SigLIP head + text tower
     return llm
 
 
-def random_relevance_encoder(cfg: LlavaOnevisionConfig, tok, device: str, dtype: torch.dtype) -> RelevanceEncoder:
-    """A random SigLIP with the benchmarked tower's vision width (so400m-sized text tower with --full)."""
-    vision = cfg.vision_config.to_dict() | {"vision_use_head": True}
-    width = vision["hidden_size"]
-    text = SiglipTextConfig(
-        vocab_size=len(tok),
-        hidden_size=width,
-        intermediate_size=4 * width,
-        num_hidden_layers=4,
-        num_attention_heads=vision["num_attention_heads"],
-        max_position_embeddings=64,
-        projection_size=width,
-        pad_token_id=tok.pad_token_id,
-    )
-    siglip = SiglipConfig(text_config=text.to_dict(), vision_config=vision)
+def random_relevance_encoder(cfg: LlavaOnevisionConfig, device: str, dtype: torch.dtype) -> RelevanceEncoder:
+    """A random SigLIP with the benchmarked tower's vision width (adatp and fastvid score with it)."""
     with torch.device(device):
-        model = SiglipModel(siglip).to(dtype).eval()
-    return RelevanceEncoder(model, tok)
+        model = build_random_siglip(cfg.vision_config, text_layers=4).to(dtype)
+    return RelevanceEncoder(model, build_tiny_tokenizer())
 
 
 def sync(device: str) -> None:

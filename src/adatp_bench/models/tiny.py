@@ -131,13 +131,35 @@ def build_tiny_processor(
     )
 
 
-def build_tiny_siglip(seed: int = 1) -> SiglipModel:
-    """Tiny SigLIP (vision MAP head + text tower) whose vision width matches the tiny LLaVA's vision tower.
+def build_random_siglip(vision: SiglipVisionConfig, text_layers: int = 2, seed: int = 1) -> SiglipModel:
+    """Random SigLIP (MAP head + text tower) for a vision tower of the given config; text width = vision width.
 
-    Plays the role of ``google/siglip-so400m-patch14-384`` for the relevance encoder in tests. Its text tower reads the
-    same byte-level token ids as the tiny LLM's tokenizer.
+    Its text tower reads the byte-level token ids of :func:`build_tiny_tokenizer`. Used as a stand-in for
+    ``google/siglip-so400m-patch14-384`` wherever no weights exist (tests, benchmarks with random weights).
     """
     tok = build_tiny_tokenizer()
+    width = vision.hidden_size
+    text = SiglipTextConfig(
+        vocab_size=len(tok),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=text_layers,
+        num_attention_heads=vision.num_attention_heads,
+        max_position_embeddings=64,
+        projection_size=width,
+        pad_token_id=tok.pad_token_id,
+    )
+    vision_cfg = vision.to_dict() | {"vision_use_head": True}
+    cfg = SiglipConfig(text_config=text.to_dict(), vision_config=vision_cfg)
+    cfg._attn_implementation = "sdpa"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SiglipModel(cfg)
+    return model.eval()
+
+
+def build_tiny_siglip(seed: int = 1) -> SiglipModel:
+    """Tiny SigLIP whose vision width matches the tiny LLaVA's vision tower (the tests' relevance encoder)."""
     vision = SiglipVisionConfig(
         hidden_size=64,
         intermediate_size=128,
@@ -145,21 +167,5 @@ def build_tiny_siglip(seed: int = 1) -> SiglipModel:
         num_attention_heads=4,
         image_size=TINY_IMAGE_SIZE,
         patch_size=TINY_PATCH_SIZE,
-        vision_use_head=True,
     )
-    text = SiglipTextConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=64,
-        projection_size=64,
-        pad_token_id=tok.pad_token_id,
-    )
-    cfg = SiglipConfig(text_config=text.to_dict(), vision_config=vision.to_dict())
-    cfg._attn_implementation = "sdpa"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = SiglipModel(cfg)
-    return model.eval()
+    return build_random_siglip(vision, seed=seed)
