@@ -11,6 +11,7 @@ STAMP := $(VENV)/.installed
 LAUNCHER ?= local
 ARGS ?=
 TABLE1 ?= table1,table1_adatp
+WANDB ?=                      # offline | online: also log each cell and the rendered table to W&B
 comma := ,
 
 .PHONY: help install demo test test-fast lint flops-table table1 table1-render bench clean
@@ -45,8 +46,9 @@ lint: install ## ruff
 table1: install ## Preflight, launch the missing Table 1 cells (LAUNCHER=local|slurm), render results/table1.*
 	$(PY) -m adatp_bench.preflight $(TABLE1) $(ARGS)
 	for exp in $(subst $(comma), ,$(TABLE1)); do \
-	  $(PY) -m adatp_bench.run -m experiment=$$exp hydra/launcher=$(LAUNCHER) $(ARGS) || exit 1; done
-	$(PY) -m adatp_bench.report.table1 --experiment $(TABLE1) --out results $(ARGS)
+	  $(PY) -m adatp_bench.run -m experiment=$$exp hydra/launcher=$(LAUNCHER) \
+	    $(if $(WANDB),logger=wandb logger.wandb.mode=$(WANDB)) $(ARGS) || exit 1; done
+	$(PY) -m adatp_bench.report.table1 --experiment $(TABLE1) --out results $(if $(WANDB),--wandb $(WANDB)) $(ARGS)
 
 table1-render: install ## Re-render results/table1.* from the records only (no GPU)
 	$(PY) -m adatp_bench.report.table1 --experiment $(TABLE1) --out results $(ARGS)

@@ -200,3 +200,14 @@ def test_sampling_requests_are_refused() -> None:
     for bad in ({"do_sample": True}, {"temperature": 0.7}, {"num_beams": 4}):
         with pytest.raises(ValueError, match="greedily"):
             _check_greedy("t", bad)
+
+
+def test_longvideobench_random_fallbacks_are_counted(tmp_path: Path) -> None:
+    from adatp_bench.eval.verify import lvb_random_fallback
+
+    assert lvb_random_fallback("¿qué?") and lvb_random_fallback("The best answer is ")
+    assert not lvb_random_fallback("The best answer is C.") and not lvb_random_fallback("B")
+    cfg = cell_config(tmp_path, "model=tiny", "method=vanilla", "benchmark=longvideobench_val_v_synth")
+    rec = run_cell(cfg).record
+    rows = read_jsonl(RunDir(Path(cfg.paths.results_dir), rec.run_id).samples_path)
+    assert rec.n_random_fallbacks == sum(lvb_random_fallback(r["response"]) for r in rows)

@@ -51,6 +51,7 @@ class ResultRecord:
     score: float | None = None  # headline metric on a 0–100 scale
     n_samples: int = 0
     n_empty_responses: int = 0
+    n_random_fallbacks: int | None = None  # LongVideoBench: answers upstream replaced by a random letter
     efficiency: dict[str, Any] = field(default_factory=dict)  # tokens, FLOPs, latency, memory (means over samples)
     error: str | None = None
     error_type: str | None = None

@@ -38,7 +38,7 @@ def evaluate_cell(
     from lmms_eval.tasks import TaskManager
     from lmms_eval.utils import handle_non_serializable
 
-    from adatp_bench.eval.verify import count_empty_responses, to_percent, verify_results
+    from adatp_bench.eval.verify import count_empty_responses, lvb_random_fallback, to_percent, verify_results
 
     m = cfg.model
     if torch.cuda.is_available():
@@ -91,6 +91,9 @@ def evaluate_cell(
         "score": to_percent(bench.task, primary),
         "n_samples": len(rows),
         "n_empty_responses": sum(count_empty_responses(results).values()),
+        "n_random_fallbacks": (
+            sum(lvb_random_fallback(r["response"]) for r in rows) if bench.task.startswith("longvideobench") else None
+        ),
         "efficiency": summarise_efficiency(rows, lmm, spec),
     }
 

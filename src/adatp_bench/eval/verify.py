@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,20 @@ def _strings(value: Any) -> Iterator[str]:
         text = getattr(value, "text", None)  # GenerationResult-like objects
         if isinstance(text, str):
             yield text
+
+
+# The answer prefixes lmms-eval's longvideobench parse_multi_choice_response strips before looking for a letter.
+_LVB_PREFIXES = ("The best answer is", "The correct answer is", "The answer is", "The answer", "The best option is",
+                 "The correct option is", "Best answer:", "Best option:")
+
+
+def lvb_random_fallback(response: str) -> bool:
+    """Whether lmms-eval's LongVideoBench parser would replace this answer by a random letter (no A–E left in it).
+
+    Upstream assigns ``random.choice`` when parsing fails, which lifts a broken model to about chance; the count of such
+    answers is recorded so a reader can see it (ECOSYSTEM.md §6.3).
+    """
+    text = response.strip()
+    for prefix in _LVB_PREFIXES:
+        text = text.replace(prefix, "")
+    return re.search(r"[ABCDE]", text) is None

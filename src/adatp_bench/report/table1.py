@@ -62,6 +62,8 @@ def collect(cells: list[Cell], results_dir: Path) -> pd.DataFrame:
                 "pct_flops": eff.get("pct_flops_of_vanilla"),
                 "prefill_ms": eff.get("latency_ms", {}).get("prefill_ms"),
                 "error": rec.error if rec is not None and status == "failed" else None,
+                "random_fallbacks": rec.n_random_fallbacks if status == "ok" else None,
+                "n_samples": rec.n_samples if status == "ok" else None,
             }
         )
     return pd.DataFrame(rows)
@@ -120,6 +122,11 @@ def render(table: pd.DataFrame, long: pd.DataFrame, out_dir: Path, title: str) -
     md = [f"# {title}", "", shown.to_markdown(index=False), "", f"_{FOOTNOTE}_"]
     if sources:
         md += ["", "Published columns: " + "; ".join(sources)]
+    guessed = long[long.random_fallbacks.fillna(0) > 0]
+    if not guessed.empty:
+        md += ["", "LongVideoBench answers without a parseable letter, which lmms-eval replaces by a random choice:"]
+        md += [f"- {r.model} / {r.method} {r.setting}: {int(r.random_fallbacks)} of {int(r.n_samples)}"
+               for r in guessed.itertuples()]
     failed = long[long.status == "failed"]
     if not failed.empty:
         md += ["", "Failed cells:"]
