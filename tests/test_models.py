@@ -225,3 +225,34 @@ def test_full_frame_rows_newline_policy() -> None:
     newlines = [(int(f), int(r)) for f, r, k in zip(frame, row, kind, strict=True) if k == 2]
     assert newlines == [(0, 0), (0, 1), (1, 1)]
     assert kind.tolist() == [1, 1, 2, 1, 1, 2, 1, 2]
+
+
+def test_greedy_decode_equals_stock_generate(tiny_llm: VideoLLM, scene_frames: np.ndarray) -> None:
+    """Our prefill + decode loop produces the same tokens as transformers' generate() (no pruning, fp32)."""
+    out = tiny_llm.generate(scene_frames, QUESTION, max_new_tokens=12)
+    inputs = tiny_llm.processor(text=tiny_llm.prompt(QUESTION), videos=[scene_frames], return_tensors="pt")
+    with torch.no_grad():
+        ref = tiny_llm.model.generate(**inputs, max_new_tokens=12, do_sample=False)
+    ref_ids = ref[0, inputs["input_ids"].shape[1] :].tolist()
+    stops = tiny_llm.stop_token_ids
+    ref_ids = ref_ids[: next((i for i, t in enumerate(ref_ids) if t in stops), len(ref_ids))]
+    assert out.text == tiny_llm.tokenizer.decode(ref_ids, skip_special_tokens=True)
+    assert out.output_tokens == len(ref_ids)
+
+
+def test_decode_positions_after_in_llm_pruning(tiny_llm: VideoLLM, scene_frames: np.ndarray) -> None:
+    """Original positions (FastV): every layer decodes on from the unpruned length. Renumbered (PDrop): a pruned layer
+    continues at its own shorter length, upstream's "shift by the number dropped"."""
+    from adatp_bench.pruning import build_method, load_method_config
+
+    full = tiny_llm.layout(tiny_llm.prompt_ids(QUESTION), 8).seq_len
+    for name, renumbered in (("fastv", False), ("pdrop", True)):
+        with build_method(name, **load_method_config(name))(tiny_llm):
+            state, ctx, _, _ = tiny_llm.prepare(scene_frames, QUESTION)
+            result = tiny_llm.runner.prefill(state, tiny_llm.method, ctx)
+        lengths = [v + result.text_tokens for v in result.video_tokens_per_layer]
+        assert result.next_position[0] == full
+        if renumbered:
+            assert result.next_position == lengths and lengths[-1] < full
+        else:
+            assert result.next_position == [full] * tiny_llm.num_layers and lengths[-1] < full
