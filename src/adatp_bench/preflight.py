@@ -72,12 +72,33 @@ def data_problem(cell: Cell) -> str | None:
     return f"{b.name}: missing {', '.join(missing)} (see README 'Benchmarks'; or set benchmark.data_dir=...)"
 
 
-def check(experiments: list[str], overrides: list[str] | None = None) -> list[str]:
+def video_problem(cell: Cell) -> str | None:
+    """Every video of a real benchmark resolves and decodes (``--videos``; reads the whole annotation file)."""
+    b = cell.config.benchmark
+    if b.variant == "synth" or data_problem(cell):
+        return None
+    from adatp_bench.eval.check_data import check_benchmark
+
+    report = check_benchmark(
+        b.benchmark,
+        Path(b.data_dir),
+        Path(b.annotation) if b.get("annotation") else None,
+        Path(b.video_dir) if b.get("video_dir") else None,
+    )
+    return None if report.ok else report.summary()
+
+
+def check(experiments: list[str], overrides: list[str] | None = None, videos: bool = False) -> list[str]:
     """Every distinct problem of the experiments' cells (empty when ready)."""
     problems: dict[str, None] = {}
+    checked_benchmarks: set[str] = set()
     for exp in experiments:
         for cell in axis_representatives(exp, overrides):
-            for problem in (model_problem(cell), relevance_problem(cell), data_problem(cell)):
+            found = [model_problem(cell), relevance_problem(cell), data_problem(cell)]
+            if videos and cell.benchmark not in checked_benchmarks:
+                checked_benchmarks.add(cell.benchmark)
+                found.append(video_problem(cell))
+            for problem in found:
                 if problem:
                     problems[problem] = None
     return list(problems)
@@ -87,9 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     """CLI: exit 1 with the list of missing weights/datasets."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiments", help="comma-separated experiment names, e.g. table1")
+    parser.add_argument("--videos", action="store_true", help="also open every video of the real benchmarks")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
-    problems = check(args.experiments.split(","), args.overrides)
+    problems = check(args.experiments.split(","), args.overrides, videos=args.videos)
     if problems:
         print("Not ready to run " + args.experiments + ":", file=sys.stderr)
         for p in problems:
