@@ -165,11 +165,26 @@ def test_lmms_eval_cli_with_our_model(tmp_path: Path) -> None:
     tasks = write_task_dir(data, tmp_path / "tasks", variant="synth", benchmarks=["videomme"])
     out = tmp_path / "out"
     cmd = [
-        str(Path(sys.executable).with_name("lmms-eval")), "eval", "--model", "adatp_bench",
-        "--model_args", "model=tiny,method=fastv,retention=0.5", "--tasks", "videomme_synth",
-        "--include_path", str(tasks), "--output_path", str(out), "--batch_size", "1", "--device", "cpu",
+        str(Path(sys.executable).with_name("lmms-eval")),
+        "eval",
+        "--model",
+        "adatp_bench",
+        "--model_args",
+        "model=tiny,method=fastv,retention=0.5",
+        "--tasks",
+        "videomme_synth",
+        "--include_path",
+        str(tasks),
+        "--output_path",
+        str(out),
+        "--batch_size",
+        "1",
+        "--device",
+        "cpu",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = load_cli_results(out)
     assert results["model_name"] in {"adatp_bench", "AdatpBenchLMM"} or "adatp" in json.dumps(results["config"])
@@ -181,8 +196,15 @@ def test_lmms_eval_cli_with_our_model(tmp_path: Path) -> None:
 def test_multirun_records_failures_and_goes_on(tmp_path: Path) -> None:
     """A sweep with one impossible cell: the other cells run, the failure is recorded and summarised."""
     cmd = [
-        sys.executable, "-m", "adatp_bench.run", "-m", "model=tiny", "method=fastv", "benchmark=videomme_synth",
-        "method.retention=0.5,1.5", f"paths.root={tmp_path}",
+        sys.executable,
+        "-m",
+        "adatp_bench.run",
+        "-m",
+        "model=tiny",
+        "method=fastv",
+        "benchmark=videomme_synth",
+        "method.retention=0.5,1.5",
+        f"paths.root={tmp_path}",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -211,3 +233,14 @@ def test_longvideobench_random_fallbacks_are_counted(tmp_path: Path) -> None:
     rec = run_cell(cfg).record
     rows = read_jsonl(RunDir(Path(cfg.paths.results_dir), rec.run_id).samples_path)
     assert rec.n_random_fallbacks == sum(lvb_random_fallback(r["response"]) for r in rows)
+
+
+def test_llava_video_cells_get_lmms_evals_llava_vid_prompts(tmp_path: Path) -> None:
+    """lmms-eval picks prompt variants by model name; LLaVA-Video asks for `llava_vid` ("The best answer is:")."""
+    cfg = cell_config(tmp_path, "model=tiny_video", "method=vanilla", "benchmark=videomme_synth", "limit=1")
+    rec = run_cell(cfg).record
+    (row,) = read_jsonl(RunDir(Path(cfg.paths.results_dir), rec.run_id).samples_path)
+    assert row["prompt"].rstrip().endswith("The best answer is:")
+    ov = cell_config(tmp_path, "model=tiny", "method=vanilla", "benchmark=videomme_synth", "limit=1")
+    (ov_row,) = read_jsonl(RunDir(Path(ov.paths.results_dir), run_cell(ov).record.run_id).samples_path)
+    assert ov_row["prompt"].rstrip().endswith("Answer with the option's letter from the given choices directly.")
