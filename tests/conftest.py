@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Grid-expansion cache (report/grid.py) of this test session: never the user's ~/.cache.
+os.environ.setdefault("ADATP_CACHE_DIR", tempfile.mkdtemp(prefix="adatp-cache-"))
 torch.set_num_threads(1)
 
 

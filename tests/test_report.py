@@ -103,3 +103,25 @@ def test_table1_preflight_stops_at_once_without_weights(tmp_path: Path) -> None:
     assert "google/siglip-so400m-patch14-384" in err  # adatp / fastvid relevance encoder
     assert "videomme" in err and "make demo" in err and "Nothing was launched" in err
     assert not (tmp_path / "results").exists()
+
+
+def test_grid_cache_follows_config_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached grid is reused only while conf/ is unchanged; editing a method's default recomposes (new run ids)."""
+    import shutil
+
+    from adatp_bench.report import grid
+
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    monkeypatch.setattr(grid, "CONF_DIR", conf)
+    monkeypatch.setenv("ADATP_CACHE_DIR", str(tmp_path / "cache"))
+    first = grid.experiment_cells("demo")
+    assert len(list((tmp_path / "cache").glob("grid-*.json"))) == 1
+    again = grid.experiment_cells("demo")  # from the cache
+    assert [c.run_id for c in again] == [c.run_id for c in first]
+    assert again[0].config.method.name == first[0].config.method.name
+    fastv = conf / "method" / "fastv.yaml"
+    fastv.write_text(fastv.read_text().replace("k: 2", "k: 3"))
+    changed = {c.run_id for c in grid.experiment_cells("demo") if c.method == "fastv"}
+    assert changed.isdisjoint({c.run_id for c in first if c.method == "fastv"})
+    assert len(list((tmp_path / "cache").glob("grid-*.json"))) == 2

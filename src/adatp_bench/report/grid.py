@@ -8,7 +8,10 @@ such and never filled from elsewhere (dora's grid → XP signature pattern).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from tqdm import tqdm
 
 import adatp_bench.conf_resolvers  # noqa: F401  (registers ${cwd:})
 from adatp_bench.errors import ConfigError
+from adatp_bench.results import atomic_write_text
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
@@ -81,11 +85,35 @@ def experiment_axes(experiment: str, extra_overrides: list[str] | None = None) -
     return [f"experiment={experiment}", *extra], axes
 
 
-def compose_cells(combos: list[tuple[str, ...]], desc: str = "grid") -> list[Cell]:
-    """Compose each override combination and compute its run id; cells with equal run ids are merged."""
+def _cache_path(combos: list[tuple[str, ...]]) -> Path:
+    """Cache file for these combinations: keyed by every file under conf/, the overrides, the working directory and
+    the code that computes run ids. Lives in ``$ADATP_CACHE_DIR`` (default ``~/.cache/adatp_bench``)."""
+    import inspect
+
     from adatp_bench.results import run_id
     from adatp_bench.run import cell_identity
 
+    digest = hashlib.sha1(inspect.getsource(cell_identity).encode() + inspect.getsource(run_id).encode())
+    for path in sorted(CONF_DIR.rglob("*.yaml")):
+        digest.update(str(path.relative_to(CONF_DIR)).encode() + path.read_bytes())
+    digest.update(json.dumps([list(c) for c in combos]).encode() + os.getcwd().encode())
+    root = Path(os.environ.get("ADATP_CACHE_DIR", Path.home() / ".cache" / "adatp_bench"))
+    return root / f"grid-{digest.hexdigest()[:16]}.json"
+
+
+def compose_cells(combos: list[tuple[str, ...]], desc: str = "grid") -> list[Cell]:
+    """Compose each override combination and compute its run id; cells with equal run ids are merged.
+
+    Hydra's compose costs ≈ 0.1 s per cell, so a large grid's expansion is cached (resolved configs, keyed by the
+    contents of conf/, the overrides and the working directory: any config change recomposes).
+    """
+    from adatp_bench.results import run_id
+    from adatp_bench.run import cell_identity
+
+    cache = _cache_path(combos)
+    if cache.exists():
+        rows = json.loads(cache.read_text())
+        return [Cell(tuple(r["overrides"]), OmegaConf.create(r["config"]), r["run_id"]) for r in rows]
     cells: dict[str, Cell] = {}
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for combo in tqdm(combos, desc=desc, disable=len(combos) < 50, leave=False):
@@ -93,6 +121,16 @@ def compose_cells(combos: list[tuple[str, ...]], desc: str = "grid") -> list[Cel
             settings = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k != "name"}
             rid = run_id(cell_identity(cfg, settings))
             cells.setdefault(rid, Cell(overrides=tuple(combo), config=cfg, run_id=rid))
+    if len(combos) >= 50:
+        rows = [
+            {
+                "overrides": list(c.overrides),
+                "config": OmegaConf.to_container(c.config, resolve=True),
+                "run_id": c.run_id,
+            }
+            for c in cells.values()
+        ]
+        atomic_write_text(cache, json.dumps(rows))
     return list(cells.values())
 
 
