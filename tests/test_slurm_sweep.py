@@ -20,15 +20,20 @@ def _records(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((root / "results" / "runs").glob("*/record.json"))]
 
 
-def test_two_by_two_sweep_of_cells(slurm_cluster, tmp_path: Path) -> None:
-    run = run_multirun(
+def _two_by_two(cluster, root: Path, sweep: str):
+    """vanilla, fastv × two synthetic benchmarks on the tiny model, through submitit_slurm, results under ``root``."""
+    return run_multirun(
         "adatp_bench.run",
-        ["model=tiny", "method=vanilla,fastv", "benchmark=videomme_synth,mlvu_dev_synth", f"paths.root={tmp_path}"],
+        ["model=tiny", "method=vanilla,fastv", "benchmark=videomme_synth,mlvu_dev_synth", f"paths.root={root}"],
         timeout=300,
-        cluster=slurm_cluster,
-        sweep_dir=tmp_path / "sweep",
-        cwd=tmp_path,
+        cluster=cluster,
+        sweep_dir=root / sweep,
+        cwd=root,
     )
+
+
+def test_two_by_two_sweep_of_cells(slurm_cluster, tmp_path: Path) -> None:
+    run = _two_by_two(slurm_cluster, tmp_path, "sweep")
     assert run.returncode == 0, run.output[-6000:]
     records = _records(tmp_path)
     assert len(records) == 4 and all(r["status"] == "ok" for r in records)
@@ -38,14 +43,7 @@ def test_two_by_two_sweep_of_cells(slurm_cluster, tmp_path: Path) -> None:
     assert all(r["provenance"]["hardware"].get("slurm_job_id") for r in records)
     assert "sweep summary: 4 done" in run.output or "4 done" in (tmp_path / "sweep" / "summary.txt").read_text()
     # resubmitting the same sweep runs nothing new
-    again = run_multirun(
-        "adatp_bench.run",
-        ["model=tiny", "method=vanilla,fastv", "benchmark=videomme_synth,mlvu_dev_synth", f"paths.root={tmp_path}"],
-        timeout=300,
-        cluster=slurm_cluster,
-        sweep_dir=tmp_path / "sweep2",
-        cwd=tmp_path,
-    )
+    again = _two_by_two(slurm_cluster, tmp_path, "sweep2")
     assert again.returncode == 0, again.output[-6000:]
     assert "4 skipped" in (tmp_path / "sweep2" / "summary.txt").read_text()
 

@@ -81,6 +81,22 @@ def check_reference_ratios(name: str, reference: Sequence[float], num_stages: in
         raise ConfigError(f"{name} reference_ratios={list(reference)} must be strictly decreasing")
 
 
+def check_stage_layers(
+    name: str, configured: Sequence[int], mapped: Sequence[int], low: int, high: int, num_layers: int
+) -> None:
+    """Depth-mapped stage layers must lie in [low, high] and be strictly increasing on a ``num_layers``-layer LLM."""
+    if not mapped or mapped[0] < low or mapped[-1] > high:
+        raise ConfigError(
+            f"{name} layers={list(configured)} map to {list(mapped)}, outside [{low}, {high}] for a "
+            f"{num_layers}-layer LLM"
+        )
+    if any(b <= a for a, b in itertools.pairwise(mapped)):
+        raise ConfigError(
+            f"{name} layers={list(configured)} map to {list(mapped)} on a {num_layers}-layer LLM: stage layers must be "
+            "strictly increasing (use reference_depth: null and explicit layers for shallow models)"
+        )
+
+
 def pyramid_ratios(retention: float, reference: Sequence[float]) -> list[float]:
     """Per-stage keep ratios for ``retention`` r on the shape of the published schedule ``reference`` ρ.
 
@@ -153,17 +169,8 @@ class PDrop(PruningMethod):
         check_retention("pdrop retention", self.retention)
         check_reference_depth("pdrop", self.reference_depth)
         check_reference_ratios("pdrop", self.reference_ratios, len(self.layers))
-        layers = self.stage_layers(num_layers)
-        if not layers or layers[0] < 1 or layers[-1] > num_layers - 1:
-            raise ConfigError(
-                f"pdrop layers={list(self.layers)} (reference_depth={self.reference_depth}) map to {list(layers)}, "
-                f"outside [1, {num_layers - 1}] for a {num_layers}-layer LLM"
-            )
-        if any(b <= a for a, b in itertools.pairwise(layers)):
-            raise ConfigError(
-                f"pdrop layers={list(self.layers)} map to {list(layers)} on a {num_layers}-layer LLM: stage layers "
-                "must be strictly increasing (use reference_depth: null and explicit layers for shallow models)"
-            )
+        # a stage layer previews its own attention on the previous layer's output: layer 0 has nothing to preview
+        check_stage_layers("pdrop", self.layers, self.stage_layers(num_layers), 1, num_layers - 1, num_layers)
         counts = self.stage_counts(num_frames * tokens_per_frame)
         if counts[-1] < 1:
             raise ConfigError(

@@ -24,7 +24,6 @@ depth through :func:`~adatp_bench.pruning.pdrop.scale_layers`. Deviations from u
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
@@ -46,6 +45,7 @@ from adatp_bench.pruning.dpc import dpc_knn
 from adatp_bench.pruning.pdrop import (
     check_reference_depth,
     check_reference_ratios,
+    check_stage_layers,
     keep_with_text,
     pyramid_ratios,
     scale_layers,
@@ -166,17 +166,8 @@ class SparseVLM(PruningMethod):
         check_retention("sparsevlm retention", self.retention)
         check_reference_depth("sparsevlm", self.reference_depth)
         check_reference_ratios("sparsevlm", self.reference_ratios, len(self.layers))
-        layers = self.score_layers(num_layers)
-        if not layers or layers[0] < 0 or layers[-1] > num_layers - 2:
-            raise ConfigError(
-                f"sparsevlm layers={list(self.layers)} (reference_depth={self.reference_depth}) map to {list(layers)}; "
-                f"scoring layers must lie in [0, {num_layers - 2}] (tokens entering layer l+1 are pruned) for a "
-                f"{num_layers}-layer LLM"
-            )
-        if any(b <= a for a, b in itertools.pairwise(layers)):
-            raise ConfigError(
-                f"sparsevlm layers={list(self.layers)} map to {list(layers)}: must be strictly increasing"
-            )
+        # scoring layer l prunes the tokens entering layer l + 1, so the last layer cannot score
+        check_stage_layers("sparsevlm", self.layers, self.score_layers(num_layers), 0, num_layers - 2, num_layers)
         if int(num_frames * tokens_per_frame * self.stage_ratios()[-1]) < 1:
             raise ConfigError(f"sparsevlm retention={self.retention} keeps no video token at its last stage")
 
