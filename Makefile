@@ -3,36 +3,42 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+APY := $(abspath $(PY))
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Which lock `make install` builds from: cpu (torch +cpu) or cuda (PyPI's CUDA torch); cuda where nvidia-smi exists.
+TORCH ?= $(if $(shell command -v nvidia-smi 2>/dev/null),cuda,cpu)
+TORCH_INDEX ?=                # e.g. https://download.pytorch.org/whl/cpu where no +cpu torch is on the pip path
+LOCK := requirements/$(TORCH).txt
 # Nothing in the test suite or demo may reach a hub.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-$(TORCH)
 LAUNCHER ?= local
+WORKDIR ?= $(CURDIR)          # where sweeps write results/, outputs/ and data/ (paths.root is the launch folder)
 ARGS ?=
 TABLE1 ?= table1,table1_adatp
 WANDB ?=                      # offline | online: also log each cell and the rendered table to W&B
 comma := ,
 
-.PHONY: help install demo test test-fast lint flops-table table1 table1-render bench clean
+.PHONY: help install lock demo test test-fast lint flops-table table1 table1-render bench clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n",$$1,$$2}'
 
-$(STAMP): pyproject.toml constraints.txt scripts/install_torchvision_shim.py
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -U "pip>=24"
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) scripts/install_torchvision_shim.py
-	$(PY) -c "import torchvision, lmms_eval.evaluator, adatp_bench" # fail here, not later, if the stack does not import
-	@touch $@
+$(STAMP): $(LOCK) pyproject.toml scripts/install.py scripts/lockfile.py $(wildcard packaging/torchvision-cpu-fix/*)
+	$(PYTHON) scripts/install.py --venv $(VENV) --torch $(TORCH) $(if $(TORCH_INDEX),--torch-index $(TORCH_INDEX))
+	@rm -f $(VENV)/.installed-*; touch $@
 
-install: $(STAMP) ## Create .venv and install the pinned stack (idempotent)
+install: $(STAMP) ## Build .venv exactly from requirements/$(TORCH).txt, then a one-cell smoke test (idempotent)
 
+lock: ## Re-resolve requirements/{cpu,cuda}.txt from pyproject.toml + requirements/constraints.in (on purpose only)
+	$(PYTHON) scripts/lock.py $(if $(TORCH_INDEX),--torch-index $(TORCH_INDEX))
+
+# Sweeps exit 1 when any cell failed, after running the rest; the table is rendered either way, then the status is kept.
 demo: install ## Tiny model × every method × 2 retentions × 3 synthetic benchmarks → results/demo/table1.md
-	$(OFFLINE) $(PY) -m adatp_bench.run -m experiment=demo hydra/launcher=$(LAUNCHER) $(ARGS)
-	$(OFFLINE) $(PY) -m adatp_bench.report.table1 --experiment demo --out results/demo
+	@cd $(WORKDIR) && rc=0; \
+	$(OFFLINE) $(APY) -m adatp_bench.run -m experiment=demo hydra/launcher=$(LAUNCHER) $(ARGS) || rc=$$?; \
+	$(OFFLINE) $(APY) -m adatp_bench.report.table1 --experiment demo --out results/demo $(ARGS) || rc=$$?; \
+	exit $$rc
 
 test: install ## The whole CPU test suite
 	$(OFFLINE) $(PY) -m pytest -n 2 --dist loadfile $(ARGS)
@@ -44,11 +50,13 @@ lint: install ## ruff
 	$(VENV)/bin/ruff check src tests scripts
 
 table1: install ## Preflight, launch the missing Table 1 cells (LAUNCHER=local|slurm), render results/table1.*
-	$(PY) -m adatp_bench.preflight $(TABLE1) $(ARGS)
-	for exp in $(subst $(comma), ,$(TABLE1)); do \
-	  $(PY) -m adatp_bench.run -m experiment=$$exp hydra/launcher=$(LAUNCHER) \
-	    $(if $(WANDB),logger=wandb logger.wandb.mode=$(WANDB)) $(ARGS) || exit 1; done
-	$(PY) -m adatp_bench.report.table1 --experiment $(TABLE1) --out results $(if $(WANDB),--wandb $(WANDB)) $(ARGS)
+	cd $(WORKDIR) && $(APY) -m adatp_bench.preflight $(TABLE1) $(ARGS)
+	@cd $(WORKDIR) && rc=0; for exp in $(subst $(comma), ,$(TABLE1)); do \
+	  $(APY) -m adatp_bench.run -m experiment=$$exp hydra/launcher=$(LAUNCHER) \
+	    $(if $(WANDB),logger=wandb logger.wandb.mode=$(WANDB)) $(ARGS) || rc=$$?; done; \
+	$(APY) -m adatp_bench.report.table1 --experiment $(TABLE1) --out results $(if $(WANDB),--wandb $(WANDB)) $(ARGS) \
+	  || rc=$$?; \
+	exit $$rc
 
 table1-render: install ## Re-render results/table1.* from the records only (no GPU)
 	$(PY) -m adatp_bench.report.table1 --experiment $(TABLE1) --out results $(ARGS)

@@ -34,11 +34,12 @@ from transformers import (
 )
 
 from adatp_bench import flops
+from adatp_bench.config import method_defaults
 from adatp_bench.models.adapter import VideoLLM
 from adatp_bench.models.relevance import RelevanceEncoder
 from adatp_bench.models.specs import get_spec
 from adatp_bench.models.tiny import build_random_siglip, build_tiny_processor, build_tiny_tokenizer
-from adatp_bench.pruning import build_method, load_method_config, method_names
+from adatp_bench.pruning import build_method, method_names
 
 QUESTION = "What happens after the scene change?\nA. a person enters\nB. the light turns off\nC. nothing\nD. it rains"
 
@@ -173,7 +174,7 @@ def main() -> None:
     names = args.methods.split(",") if args.methods else ["vanilla", *(m for m in method_names() if m != "vanilla")]
     methods = {}
     for name in names:
-        settings = load_method_config(name)
+        settings = method_defaults(name)
         if "retention" in settings:
             settings["retention"] = args.retention
         methods[name] = build_method(name, **settings)

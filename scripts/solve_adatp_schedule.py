@@ -1,4 +1,4 @@
-"""Solve AdaTP's schedule for a target % of vanilla FLOPs, from the full-size model configs (FLOPS.md §1.2, §2.1).
+"""Solve AdaTP's schedule for a target % of vanilla FLOPs, from the full-size model configs (docs/flops.md §1, §5).
 
 AdaTP's token counts per layer are fixed by its setting (``AdaTP.expected_video_tokens``), so its paper-convention
 FLOPs are known before any run. For a stage structure (``--prune-layers``) and a nominal progressive fraction ``--p``,
@@ -9,8 +9,8 @@ exactly (one token more or less can step over a 0.01% window). It prints the sch
     python scripts/solve_adatp_schedule.py --published                 # the three published AdaTP points
     python scripts/solve_adatp_schedule.py --model llava_ov_7b --target 27.30 --prune-layers 0 2 --p 0.5
 
-Published targets (AdaTP arXiv 2505.20100 headline results, TABLES.md §1.1): 27.30% and 36.63% of vanilla FLOPs on
-LLaVA-OneVision-7B, 26.43% on LLaVA-OneVision-0.5B. They are targets, not results.
+Published targets (AdaTP arXiv 2505.20100 headline results, report/reference/adatp_headline.csv): 27.30% and 36.63%
+of vanilla FLOPs on LLaVA-OneVision-7B, 26.43% on LLaVA-OneVision-0.5B. They are targets, not results.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from adatp_bench.models.full_size import load_full_size_config, video_path
 from adatp_bench.models.layout import VideoLayout
 from adatp_bench.pruning.adatp import AdaTP
 
-#: (preset name, full-size model, target % of vanilla FLOPs) — AdaTP headline results (TABLES.md §1.1).
+#: (preset name, full-size model, target % of vanilla FLOPs) — AdaTP headline results (report/reference/).
 PUBLISHED: tuple[tuple[str, str, float], ...] = (
     ("adatp_ov7b_f27", "llava_ov_7b", 27.30),
     ("adatp_ov7b_f36", "llava_ov_7b", 36.63),
@@ -45,7 +45,7 @@ def full_size_layout(model: str) -> VideoLayout:
 
 def paper_tokens_per_layer(method: AdaTP, model: str) -> list[int]:
     """Video tokens per decoder layer in the paper convention: LLaVA-OV's single trailing newline is excluded, the
-    per-row newlines of LLaVA-Video are included (FLOPS.md §1.1, §1.4)."""
+    per-row newlines of LLaVA-Video are included (docs/flops.md §3)."""
     layout = full_size_layout(model)
     num_layers = load_full_size_config(model).text_config.num_hidden_layers
     counts = method.expected_video_tokens(layout, num_layers)
@@ -85,9 +85,9 @@ class Solution:
     def yaml(self, name: str) -> str:
         return (
             f"# AdaTP at {self.target:.2f}% of vanilla FLOPs on {self.model}: a published operating point (AdaTP, "
-            "arXiv 2505.20100;\n# TABLES.md §1.1), a target, not a result. Schedule solved by "
+            "arXiv 2505.20100;\n# report/reference/adatp_headline.csv), a target, not a result. Schedule solved by "
             "scripts/solve_adatp_schedule.py;\n"
-            f"# FLOPS.md §1.2 convention: {self.percent:.4f}% of vanilla. Every other key comes from adatp.yaml.\n"
+            f"# docs/flops.md convention: {self.percent:.4f}% of vanilla. Every other key comes from adatp.yaml.\n"
             "defaults:\n  - adatp\n  - _self_\n\n"
             f"retention: {self.method.retention}\np: {self.method.p}\nprune_layers: {list(self.method.prune_layers)}\n"
         )

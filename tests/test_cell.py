@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
+from adatp_bench.config import compose
 from adatp_bench.models.adapter import VideoLLM
 from adatp_bench.results import RunDir, append_jsonl, atomic_write_text, read_jsonl
 from adatp_bench.run import run_cell
@@ -23,8 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cell_config(tmp: Path, *overrides: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"paths.root={tmp}", *overrides])
+    return compose([f"paths.root={tmp}", *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +46,8 @@ def test_cell_end_to_end_record(shared_root: Path) -> None:
     assert rec.provenance["packages"]["lmms_eval"] == "0.7.3"
     assert rec.provenance["packages"]["transformers"] == "5.23.0"
     assert "git_sha" in rec.provenance and rec.provenance["hardware"]["cpu_count"]
+    env = rec.provenance["environment"]
+    assert env["install"]["lock"].startswith("requirements/") and len(env["distributions_sha256"]) == 64
     # per-sample predictions and the visual tokens that entered the LLM
     run_dir = RunDir(Path(cfg.paths.results_dir), rec.run_id)
     samples = read_jsonl(run_dir.samples_path)
@@ -194,7 +195,8 @@ def test_lmms_eval_cli_with_our_model(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_multirun_records_failures_and_goes_on(tmp_path: Path) -> None:
-    """A sweep with one impossible cell: the other cells run, the failure is recorded and summarised."""
+    """A sweep with one impossible cell: the other cells run, the failure is recorded and summarised, and the sweep
+    exits non-zero after all of that."""
     cmd = [
         sys.executable,
         "-m",
@@ -207,12 +209,36 @@ def test_multirun_records_failures_and_goes_on(tmp_path: Path) -> None:
         f"paths.root={tmp_path}",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     assert "sweep summary: 1 done, 1 failed" in log
+    assert "sweep incomplete: 1 of 2 cells did not finish" in log
     assert "retention=1.5" in log
     records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*/record.json")]
     assert sorted(r["status"] for r in records) == ["failed", "ok"]
+
+
+def _run_single(tmp: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "adatp_bench.run", f"paths.root={tmp}", *overrides]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp)
+
+
+def test_single_failing_cell_exits_non_zero_with_the_message(tmp_path: Path) -> None:
+    proc = _run_single(tmp_path, "model=tiny", "method=fastv", "method.retention=1.5", "benchmark=videomme_synth")
+    assert proc.returncode == 1
+    assert "cell failed: ConfigError: retention=1.5 is impossible" in proc.stderr
+
+
+def test_single_busy_cell_exits_non_zero(tmp_path: Path) -> None:
+    """Another process holds the cell: this command did not produce it, so it does not report success."""
+    from adatp_bench.results import run_id
+    from adatp_bench.run import cell_identity
+
+    cfg = cell_config(tmp_path, "model=tiny", "method=vanilla", "benchmark=videomme_synth")
+    with RunDir(Path(cfg.paths.results_dir), run_id(cell_identity(cfg, {}))).lock():
+        proc = _run_single(tmp_path, "model=tiny", "method=vanilla", "benchmark=videomme_synth")
+    assert proc.returncode == 1
+    assert "another process holds its lock" in proc.stderr
 
 
 def test_sampling_requests_are_refused() -> None:

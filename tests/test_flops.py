@@ -1,4 +1,4 @@
-"""FLOPs accounting: published TFLOPs reproduce (FLOPS.md §2), analytic == FlopCounterMode / 2 == aligned fvcore,
+"""FLOPs accounting: published TFLOPs reproduce (docs/flops.md §4), analytic == FlopCounterMode / 2 == aligned fvcore,
 meta-device counting of a full-size LLM, and clear errors on bad input."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from adatp_bench.errors import ConfigError
 from adatp_bench.models.full_size import build_on_meta, load_full_size_config
 from adatp_bench.report import flops_table
 
-# ---- FLOPS.md §2 verification table: expected values are the PUBLISHED ones, read from report/reference/*.csv -------
+# ---- docs/flops.md §4 verification: expected values are the PUBLISHED ones, read from report/reference/*.csv --------
 
 PUBLISHED = flops_table.check_published_rows()
 
-# The two rows FLOPS.md §2 marks as off: (method, retention) → (documented relative gap of ours vs printed,
-# second-stage count with which FLOPS.md says the printed value is reproduced).
+# The two rows docs/flops.md §4 marks as off: (method, retention) → (documented relative gap of ours vs printed,
+# second-stage count with which docs/flops.md §4 says the printed value is reproduced).
 DOCUMENTED_OFF = {("PruneVID", "10.1%/3.9%"): (-0.02, 253), ("FastVID+FastV", "9.7%/3.6%"): (-0.03, 243)}
 
 
@@ -50,7 +50,7 @@ def test_flagged_rows_are_off_by_the_documented_amount(check: flops_table.RowChe
 
 
 def test_relative_flops_and_ov_05b_rows() -> None:
-    # FLOPS.md §2: % of vanilla is model-specific (input-only 25% is 21.97% on OV-7B but 16.94% on OV-0.5B)
+    # docs/flops.md §1.3: % of vanilla is model-specific (input-only 25% is 21.97% on OV-7B but 16.94% on OV-0.5B)
     rows = {(r.model, r.label): r for r in flops_table.method_rows(flops_table.standard_entries())}
     assert round(rows["llava_ov_7b", "input-only r=25% (49/frame)"].pct_of_vanilla, 2) == 21.97
     assert round(rows["llava_ov_0.5b", "vanilla"].tflops, 2) == 3.94
@@ -64,7 +64,7 @@ def test_adatp_equivalent_keep_ratios_hit_targets() -> None:
     for s in solutions:
         assert s.tokens_pct == pytest.approx(s.target_pct, abs=0.01)
     fastv_7b = next(s for s in solutions if s.model == "llava_ov_7b" and s.target_pct == 27.30 and s.kind == "fastv_k2")
-    assert fastv_7b.tokens == 1550  # FLOPS.md §2.1
+    assert fastv_7b.tokens == 1550  # docs/flops.md §5
 
 
 # ---- tiny random Qwen2: analytic == FlopCounterMode / 2 exactly ------------------------------------------------------
@@ -98,7 +98,7 @@ def test_dense_forward_matches_counter(tiny_lm: Qwen2ForCausalLM) -> None:
 
 class PrunedQwen2(nn.Module):
     """Hand-written prefill: runs the decoder layers itself and drops video tokens before given layers (keeping the
-    text tokens and the original RoPE positions), like an in-LLM pruning method (ECOSYSTEM.md §8.4)."""
+    text tokens and the original RoPE positions), like an in-LLM pruning method (docs/upstream.md §9)."""
 
     def __init__(self, model: Qwen2Model, text_before: int, video: int, keep_video: dict[int, int]) -> None:
         super().__init__()
@@ -207,7 +207,7 @@ def test_register_cpu_sdpa_is_idempotent() -> None:
     assert torch.ops.aten._scaled_dot_product_flash_attention_for_cpu in flop_counter.flop_registry
 
 
-# ---- full-size Qwen2-0.5B on the meta device (FLOPS.md §4.1) -----------------------------------------------------
+# ---- full-size Qwen2-0.5B on the meta device (docs/flops.md §8.2) -------------------------------------------------
 
 
 def test_meta_counting_full_size_qwen2_05b() -> None:
@@ -216,7 +216,7 @@ def test_meta_counting_full_size_qwen2_05b() -> None:
     paper = flops.llm_prefill_macs(cfg, flops.uniform_schedule(6272, 24))
     assert sum(count.decoder_layers()) == 2 * paper
     assert count.total == 2 * (paper + flops.lm_head_macs(cfg))
-    assert round(paper / 1e12, 2) == 3.94  # FLOPS.md §2, OV-0.5B vanilla
+    assert round(paper / 1e12, 2) == 3.94  # docs/flops.md §4, OV-0.5B vanilla
 
 
 def test_meta_full_llava_forward_needs_and_gets_both_workarounds() -> None:
@@ -265,8 +265,8 @@ def test_flops_report_keeps_extras_out_of_the_paper_column() -> None:
     )
     assert full.paper_tflops == plain.paper_tflops and round(full.paper_tflops, 2) == 48.82
     assert full.pct_of_vanilla == pytest.approx(100.0)
-    assert round(full.extra_vision_encoder_tflops, 2) == round((20.54 + 0.79) / 2, 2)  # FLOPS.md §4.1, in MACs
-    assert round(full.extra_full_prefill_tflops * 2, 2) == 98.82  # FLOPS.md §4.1 (6337 positions, 2×MAC)
+    assert round(full.extra_vision_encoder_tflops, 2) == round((20.54 + 0.79) / 2, 2)  # docs/flops.md §8.2, in MACs
+    assert round(full.extra_full_prefill_tflops * 2, 2) == 98.82  # docs/flops.md §8.2 (6337 positions, 2×MAC)
     assert full.extra_decode_tflops > 0 and full.extra_relevance_encoder_tflops > 0
     assert plain.extra_full_prefill_tflops is None and plain.pct_of_vanilla is None
     assert full.as_dict()["inputs"] == {

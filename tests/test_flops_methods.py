@@ -2,8 +2,8 @@
 
 The counter (FlopCounterMode, 2 FLOPs per MAC, CPU SDPA formula registered) runs over our prefill with the method
 installed; only what executes inside each decoder layer's forward is compared (the attention-row probe and the
-methods' own bookkeeping are overhead the paper convention leaves out). The analytic side is FLOPS.md §1.2 applied to
-the per-layer token counts the method recorded, with the text tokens included (they run through the layers too).
+methods' own bookkeeping are overhead the paper convention leaves out). The analytic side is docs/flops.md §1.1 applied
+to the per-layer token counts the method recorded, with the text tokens included (they run through the layers too).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from adatp_bench import flops
+from adatp_bench.config import method_defaults
 from adatp_bench.models.adapter import VideoLLM
-from adatp_bench.pruning import build_method, load_method_config, method_names
+from adatp_bench.pruning import build_method, method_names
 
 QUESTION = "Which scene comes first?\nA. red\nB. blue"
 
@@ -28,7 +29,7 @@ def llm(request: pytest.FixtureRequest) -> VideoLLM:
 @pytest.mark.parametrize("name", method_names())
 def test_counted_prefill_flops_equal_analytic(name: str, llm: VideoLLM, scene_frames: np.ndarray) -> None:
     flops.register_cpu_sdpa_flop_formula()
-    method = build_method(name, **load_method_config(name))
+    method = build_method(name, **method_defaults(name))
     with method(llm):
         state, ctx, _, _ = llm.prepare(scene_frames, QUESTION, sample_id="f")
         counter = FlopCounterMode(display=False)

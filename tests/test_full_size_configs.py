@@ -17,7 +17,7 @@ from adatp_bench.models.full_size import (
 # Published values. Sources:
 # - SigLIP so400m: google/siglip-so400m-patch14-384 config.json (vision and text towers), plus SiglipTextConfig defaults
 #   for the fields that file leaves out (vocab 32000, max_position_embeddings 64).
-# - Qwen2-7B / Qwen2-0.5B: Qwen/Qwen2-7B-Instruct and Qwen/Qwen2-0.5B-Instruct config.json (FLOPS.md §1.3 table).
+# - Qwen2-7B / Qwen2-0.5B: Qwen/Qwen2-7B-Instruct and Qwen/Qwen2-0.5B-Instruct config.json (docs/flops.md §2 table).
 # - LLaVA-OV: transformers LlavaOnevisionConfig defaults and convert_llava_onevision_weights_to_hf.py (vision tower
 #   with 26 layers, no head; vocab + 2 added tokens padded to a multiple of 64).
 SIGLIP_SO400M_VISION = {
@@ -71,7 +71,7 @@ LLAVA_OV = {
     "multimodal_projector_bias": True,
     "vision_aspect_ratio": "anyres_max_9",
 }
-# LLaVA-NeXT drops SigLIP's last layer and its pooling head (ECOSYSTEM.md §8.2, HF conversion script)
+# LLaVA-NeXT drops SigLIP's last layer and its pooling head (docs/upstream.md §6, HF conversion script)
 LLAVA_VISION = {**SIGLIP_SO400M_VISION, "num_hidden_layers": 26, "vision_use_head": False}
 LLM_OF = {"llava_ov_7b": QWEN2_7B, "llava_video_7b": QWEN2_7B, "llava_ov_0.5b": QWEN2_0_5B}
 

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from adatp_bench.config import method_defaults
 from adatp_bench.errors import ConfigError
 from adatp_bench.flops import paper_tflops
 from adatp_bench.models.adapter import VideoLLM
 from adatp_bench.models.full_size import load_full_size_config
 from adatp_bench.models.layout import VideoLayout
-from adatp_bench.pruning import CONF_DIR, build_method, load_method_config
+from adatp_bench.pruning import build_method
 from adatp_bench.pruning.adatp import (
     AdaTP,
     SegmentPlan,
@@ -38,7 +39,7 @@ def unit(*angles_deg: float) -> torch.Tensor:
 
 
 def adatp(**overrides: object) -> AdaTP:
-    settings = load_method_config("adatp")
+    settings = method_defaults("adatp")
     settings.update(overrides)
     return build_method("adatp", **settings)  # type: ignore[return-value]
 
@@ -271,8 +272,9 @@ def test_invalid_settings_rejected() -> None:
 
 # -- 6. presets land on the published FLOPs points -------------------------------------------------------------------
 
-# Targets: AdaTP (arXiv 2505.20100) headline results, % of vanilla FLOPs, as listed in TABLES.md §1.1 /
-# adatp_headline.csv. They are published targets, not our results. The third model being LLaVA-OV-0.5B is [H].
+# Targets: AdaTP (arXiv 2505.20100) headline results, % of vanilla FLOPs, as listed in
+# report/reference/adatp_headline.csv. They are published targets, not our results. The third model being
+# LLaVA-OV-0.5B is [H].
 PRESETS = [
     ("adatp_ov7b_f27", "llava_ov_7b", 27.30),
     ("adatp_ov7b_f36", "llava_ov_7b", 36.63),
@@ -282,20 +284,20 @@ PRESETS = [
 
 @pytest.mark.parametrize(("preset", "model", "target"), PRESETS)
 def test_preset_hits_published_flops(preset: str, model: str, target: float) -> None:
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"method={preset}"])
+    from adatp_bench.config import compose
+
+    cfg = compose([f"method={preset}"])
     settings = OmegaConf.to_container(cfg.method, resolve=True)
     assert settings.pop("name") == "adatp"
-    assert set(settings) == set(load_method_config("adatp"))  # the preset extends adatp.yaml: every key present
+    assert set(settings) == set(method_defaults("adatp"))  # the preset extends adatp.yaml: every key present
     method = build_method("adatp", **settings)
 
     config = load_full_size_config(model)
     layers = config.text_config.num_hidden_layers
     method.validate(196, 32, layers)
     layout = VideoLayout(0, 32, 14, 14, "per_video", 32 * 196 + 1)  # LLaVA-OV: 32 frames × 196 tokens + 1 newline
-    paper = [n - 1 for n in method.expected_video_tokens(layout, layers)]  # the OV newline is not counted (FLOPS §1.4)
+    paper = [n - 1 for n in method.expected_video_tokens(layout, layers)]  # OV newline not counted (docs/flops.md §3)
     percent = 100 * paper_tflops(config, paper) / paper_tflops(config, [32 * 196] * layers)
     assert round(percent, 2) == target

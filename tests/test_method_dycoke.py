@@ -69,13 +69,13 @@ def test_expected_counts_match_published_numbers() -> None:
     counts = {
         (0.25, False): 8 * 196,  # 25% exactly (FastVID Table 1)
         (0.325, False): 8 * 196 + 24 * 19,  # 2024 = 32.3% (FastVID prints the ideal 32.5%)
-        (0.475, True): 9 * 196 + 23 * 58,  # upstream K = 0.7: 3098 = 49.4% (METHODS.md §5)
+        (0.475, True): 9 * 196 + 23 * 58,  # upstream K = 0.7: 3098 = 49.4% (docs/methods/dycoke.md)
         (0.25, True): 9 * 196,  # upstream K = 1.0: 28.1%
     }
     for (retention, compat), visual in counts.items():
         method = build_method("dycoke", retention=retention, official_compat=compat)
         assert method.expected_video_tokens(ov, 28) == [visual + 1] * 28
-    # LLaVA-Video at K = 1: 2704 video + 208 newlines (FLOPS.md §2 DyCoke 25% row).
+    # LLaVA-Video at K = 1: 2704 video + 208 newlines (FastVID Table 2, DyCoke 25% row).
     assert build_method("dycoke", retention=0.25).expected_video_tokens(vid, 28) == [2704 + 208] * 28
     # At K = 0.9: 16 whole frames keep 13 newlines each, the 48 pruned frames one each: FastVID's 256 newlines.
     assert build_method("dycoke", retention=0.325).expected_video_tokens(vid, 28) == [2704 + 48 * 16 + 256] * 28

@@ -39,7 +39,7 @@ def test_stage_counts_are_int_n0_lambda_s() -> None:
     assert build_method("pdrop", retention=0.5).stage_counts(6273) == [3136, 1568, 784]
     fastvid = build_method("pdrop", retention=0.041, reference_ratios=[0.041, 0.020, 0.010])
     assert fastvid.stage_counts(6273) == [257, 125, 62]
-    # FLOPS.md §2: 8 layers at 6272(+1 newline), 8 at 257, 8 at 125, 4 at ~63 on the 28-layer OV-7B.
+    # docs/flops.md §4: 8 layers at 6272(+1 newline), 8 at 257, 8 at 125, 4 at ~63 on the 28-layer OV-7B.
     assert fastvid.expected_video_tokens(OV_7B, 28) == [6273] * 8 + [257] * 8 + [125] * 8 + [62] * 4
 
 

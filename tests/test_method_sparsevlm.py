@@ -56,7 +56,7 @@ def test_recycled_counts_follow_upstream() -> None:
 
 
 def test_fastvid_schedule_counts() -> None:
-    """FastVID's OV-7B row: 3 layers at 6272(+1), 4 at 10.4%, 9 at 5.3%, 12 at 2.9% (FLOPS.md §2)."""
+    """FastVID's OV-7B row: 3 layers at 6272(+1), 4 at 10.4%, 9 at 5.3%, 12 at 2.9% (docs/flops.md §4)."""
     plain = build_method("sparsevlm", retention=0.104, recycle=False)
     assert plain.stage_counts(6273) == [652, 332, 181]
     assert plain.expected_video_tokens(OV_7B, 28) == [6273] * 3 + [652] * 4 + [332] * 9 + [181] * 12

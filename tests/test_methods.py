@@ -16,9 +16,10 @@ import torch
 import transformers.models.qwen2.modeling_qwen2 as qwen2_mod
 import transformers.models.siglip.modeling_siglip as siglip_mod
 
+from adatp_bench.config import method_defaults
 from adatp_bench.errors import ConfigError
 from adatp_bench.models.adapter import VideoLLM
-from adatp_bench.pruning import METHODS, build_method, load_method_config, method_names
+from adatp_bench.pruning import METHODS, build_method, method_names
 
 QUESTION = "Which scene comes first?\nA. red\nB. blue\nC. green\nD. none"
 ALL = method_names()
@@ -26,7 +27,7 @@ PRUNING = [m for m in ALL if "retention" in {f.name for f in dataclasses.fields(
 
 
 def make(name: str, retention: float | None = None) -> object:
-    settings = load_method_config(name)
+    settings = method_defaults(name)
     if retention is not None:
         settings["retention"] = retention
     return build_method(name, **settings)
@@ -39,7 +40,7 @@ def llm(request: pytest.FixtureRequest) -> VideoLLM:
 
 def test_every_method_has_a_config_file_matching_its_fields() -> None:
     for name in ALL:
-        settings = load_method_config(name)
+        settings = method_defaults(name)
         fields = {f.name for f in dataclasses.fields(METHODS[name])}
         assert set(settings) == fields, f"conf/method/{name}.yaml keys differ from {METHODS[name].__name__} fields"
 

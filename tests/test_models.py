@@ -43,7 +43,7 @@ def test_llava_video_layout_counts(tiny_video_llm: VideoLLM) -> None:
     # 9×9 patches → 2×2 average pool → 4×4 = 16 tokens, + a newline per row → 20 positions per frame
     assert (lay.grid_h, lay.tokens_per_frame, lay.num_newlines, lay.video_len) == (4, 16, 32, 160)
     full = get_spec("llava_video_7b")
-    assert full.pooled_side(27) ** 2 == 169 and full.num_frames * 13 * 14 == 11648  # ECOSYSTEM.md §9
+    assert full.pooled_side(27) ** 2 == 169 and full.num_frames * 13 * 14 == 11648  # docs/upstream.md §7
 
 
 def _next_grid_reference(feats: torch.Tensor, newline: torch.Tensor) -> torch.Tensor:
@@ -243,11 +243,12 @@ def test_greedy_decode_equals_stock_generate(tiny_llm: VideoLLM, scene_frames: n
 def test_decode_positions_after_in_llm_pruning(tiny_llm: VideoLLM, scene_frames: np.ndarray) -> None:
     """Original positions (FastV): every layer decodes on from the unpruned length. Renumbered (PDrop): a pruned layer
     continues at its own shorter length, upstream's "shift by the number dropped"."""
-    from adatp_bench.pruning import build_method, load_method_config
+    from adatp_bench.config import method_defaults
+    from adatp_bench.pruning import build_method
 
     full = tiny_llm.layout(tiny_llm.prompt_ids(QUESTION), 8).seq_len
     for name, renumbered in (("fastv", False), ("pdrop", True)):
-        with build_method(name, **load_method_config(name))(tiny_llm):
+        with build_method(name, **method_defaults(name))(tiny_llm):
             state, ctx, _, _ = tiny_llm.prepare(scene_frames, QUESTION)
             result = tiny_llm.runner.prefill(state, tiny_llm.method, ctx)
         lengths = [v + result.text_tokens for v in result.video_tokens_per_layer]

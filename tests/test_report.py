@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
+from adatp_bench.config import compose
 from adatp_bench.report import table1
 from adatp_bench.report.grid import experiment_cells
 from adatp_bench.results import ResultRecord, RunDir
@@ -22,17 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_demo_table_marks_missing_and_failed_cells(tmp_path: Path) -> None:
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        ok_cfg = compose(
-            "config",
-            overrides=[
-                f"paths.root={tmp_path}",
-                "experiment=demo",
-                "method=fastv",
-                "budget=r25",
-                "benchmark=videomme_synth",
-            ],
-        )
+    ok_cfg = compose(
+        [f"paths.root={tmp_path}", "experiment=demo", "method=fastv", "budget=r25", "benchmark=videomme_synth"]
+    )
     done = run_cell(ok_cfg).record
     # A failed cell of the same grid: its record says so, with the error.
     cells = experiment_cells("demo", [f"paths.root={tmp_path}"])
@@ -52,7 +44,8 @@ def test_demo_table_marks_missing_and_failed_cells(tmp_path: Path) -> None:
         )
     )
     out = tmp_path / "report"
-    table1.main(["--experiment", "demo", "--results", str(tmp_path / "results" / "runs"), "--out", str(out)])
+    with pytest.raises(SystemExit, match="1 failed cell"):  # written first, then a non-zero exit status
+        table1.main(["--experiment", "demo", "--results", str(tmp_path / "results" / "runs"), "--out", str(out)])
     csv = pd.read_csv(out / "table1.csv")
     row = csv[(csv.method == "fastv") & (csv.setting == "100%/25%")].iloc[0]
     assert float(row.VideoMME) == pytest.approx(done.score)
@@ -106,22 +99,27 @@ def test_table1_preflight_stops_at_once_without_weights(tmp_path: Path) -> None:
 
 
 def test_grid_cache_follows_config_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A cached grid is reused only while conf/ is unchanged; editing a method's default recomposes (new run ids)."""
-    import shutil
-
+    """A cached grid is reused only while the configs it reads are unchanged: editing an experiment in a user's
+    ``hydra.searchpath`` folder recomposes (new run ids)."""
     from adatp_bench.report import grid
 
-    conf = tmp_path / "conf"
-    shutil.copytree(ROOT / "conf", conf)
-    monkeypatch.setattr(grid, "CONF_DIR", conf)
+    user_conf = tmp_path / "my_conf"
+    (user_conf / "experiment").mkdir(parents=True)
+    experiment = user_conf / "experiment" / "mine.yaml"
+    experiment.write_text(
+        "# @package _global_\nexperiment_name: mine\nmethod:\n  k: 2\nhydra:\n  sweeper:\n    params:\n"
+        "      method: fastv\n      budget: r25,r50\n      benchmark: videomme_synth\n"
+    )
     monkeypatch.setenv("ADATP_CACHE_DIR", str(tmp_path / "cache"))
-    first = grid.experiment_cells("demo")
-    assert len(list((tmp_path / "cache").glob("grid-*.json"))) == 1
-    again = grid.experiment_cells("demo")  # from the cache
+    monkeypatch.setattr(grid, "CACHE_MIN_CELLS", 1)
+    overrides = [f"hydra.searchpath=[file://{user_conf}]"]
+    first = grid.experiment_cells("mine", overrides)
+    assert len(first) == 2 and len(list((tmp_path / "cache").glob("grid-*.json"))) == 1
+    again = grid.experiment_cells("mine", overrides)  # from the cache
     assert [c.run_id for c in again] == [c.run_id for c in first]
-    assert again[0].config.method.name == first[0].config.method.name
-    fastv = conf / "method" / "fastv.yaml"
-    fastv.write_text(fastv.read_text().replace("k: 2", "k: 3"))
-    changed = {c.run_id for c in grid.experiment_cells("demo") if c.method == "fastv"}
-    assert changed.isdisjoint({c.run_id for c in first if c.method == "fastv"})
+    assert again[0].config.method.k == 2
+    experiment.write_text(experiment.read_text().replace("k: 2", "k: 3"))
+    changed = grid.experiment_cells("mine", overrides)
+    assert {c.config.method.k for c in changed} == {3}
+    assert {c.run_id for c in changed}.isdisjoint({c.run_id for c in first})
     assert len(list((tmp_path / "cache").glob("grid-*.json"))) == 2

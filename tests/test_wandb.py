@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
+from adatp_bench.config import compose
 from adatp_bench.run import run_cell
 from wandb_reader import read_run
 
@@ -29,11 +29,7 @@ def _runs(root: Path) -> list[Path]:
 
 @pytest.mark.slow
 def test_cell_logs_config_metrics_flops_and_samples_offline(wandb_env: Path) -> None:
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[f"paths.root={wandb_env}", "logger=wandb", "method=fastv", "benchmark=videomme_synth"],
-        )
+    cfg = compose([f"paths.root={wandb_env}", "logger=wandb", "method=fastv", "benchmark=videomme_synth"])
     assert cfg.logger.wandb.mode == "offline"
     outcome = run_cell(cfg)
     assert outcome.status == "done"
@@ -55,8 +51,7 @@ def test_cell_logs_config_metrics_flops_and_samples_offline(wandb_env: Path) -> 
 def test_table1_summary_run(wandb_env: Path) -> None:
     from adatp_bench.report import table1
 
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"paths.root={wandb_env}", "method=vanilla", "benchmark=videomme_synth"])
+    cfg = compose([f"paths.root={wandb_env}", "method=vanilla", "benchmark=videomme_synth"])
     run_cell(cfg)
     out = wandb_env / "report"
     table1.main(

@@ -1,4 +1,4 @@
-"""Read an offline W&B transaction log (``run-<id>.wandb``) back, for tests (format: SLURM.md §9).
+"""Read an offline W&B transaction log (``run-<id>.wandb``) back, for tests (docs/upstream.md §11).
 
 A 7-byte header (":W&B", uint16 0xBEE1, uint8 version), then LevelDB-log framing: 32 KiB blocks of records with a
 7-byte header (crc32, uint16 length, uint8 type: FULL=1, FIRST=2, MIDDLE=3, LAST=4), zero padding at block ends. Each

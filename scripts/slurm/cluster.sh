@@ -11,7 +11,7 @@
 #
 # Everything (munge key, slurm.conf, state, spool, logs, pid files, the sacct stand-in, env.sh) lives under one base
 # directory; no system file is written except by apt-get. No systemd: the daemons are started by hand.
-# Design notes and every measured fact behind the slurm.conf below: /work/shared/reference/SLURM.md (§2-§5, §7).
+# Design notes and the pitfalls the slurm.conf below avoids: docs/slurm.md ("The local test cluster").
 #
 # Settings (environment variables):
 #   ADATP_SLURM_BASE         base directory                                   (default /tmp/adatp-slurm)
@@ -79,7 +79,7 @@ have_binaries() {
 
 ensure_root() {
   # slurmd has to be root to start job steps (SlurmdUser=root), and munged/slurmctld run as root here to avoid any
-  # state-directory ownership juggling (SLURM.md §3, §10.9).
+  # state-directory ownership juggling (docs/slurm.md, "The local test cluster").
   [[ "$(id -u)" == 0 ]] || skip "must run as root (slurmd starts jobs as root; apt-get needs root); current uid $(id -u)"
 }
 
@@ -188,7 +188,7 @@ node_line() {
 }
 
 write_fake_gpus() {
-  # Fake GPUs (SLURM.md §5): GRES needs real character devices, otherwise slurmd either marks the node INVAL (count-only
+  # Fake GPUs (docs/slurm.md): GRES needs real character devices, otherwise slurmd either marks the node INVAL (count-only
   # gres) or gives jobs no CUDA_VISIBLE_DEVICES (regular files). Null devices (c 1 3) are enough; when mknod is not
   # permitted (some containers), a symlink to /dev/null works too.
   mkdir -p "$BASE/dev"

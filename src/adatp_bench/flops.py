@@ -1,7 +1,7 @@
 """FLOPs accounting in the paper convention, plus counter cross-checks.
 
-The paper column (FastVID App. A.2; used by AdaTP [H]) is the *theoretical LLM prefill cost of the video tokens*,
-counted in multiply-accumulates (MACs) and printed as "TFLOPs" (FLOPS.md §1.1-§1.2):
+The paper column (FastVID, arXiv 2503.11187, App. A.2; used by AdaTP [H]) is the *theoretical LLM prefill cost of the
+video tokens*, counted in multiply-accumulates (MACs) and printed as "TFLOPs" (docs/flops.md §1):
 
     FLOPs_layer(n) = 2·n·D²          Q and O projections
                    + 2·n·D·h_kv·d     K and V projections (GQA: h_kv KV heads of size d)
@@ -10,17 +10,17 @@ counted in multiply-accumulates (MACs) and printed as "TFLOPs" (FLOPS.md §1.1-�
     TFLOPs = Σ_layers FLOPs_layer(n_layer) / 1e12
 
 n is the number of *video* positions entering the layer: text tokens are excluded; LLaVA-OV's single trailing newline
-is excluded; LLaVA-Video's kept row newlines are included (FLOPS.md §1.4). The vision encoder, projector, decode, LM
+is excluded; LLaVA-Video's kept row newlines are included (docs/flops.md §3). The vision encoder, projector, decode, LM
 head, biases, norms, softmax and RoPE are not in the paper column. They are available here as separately-labelled
 extras (`FlopsReport`) and are never added to it.
 
-"% FLOPs" (AdaTP) = TFLOPs / vanilla TFLOPs of the *same* model (FLOPS.md §2 notes: never transfer a % between models).
+"% FLOPs" (AdaTP) = TFLOPs / vanilla TFLOPs of the *same* model (docs/flops.md §1.3: never transfer a % between models).
 
-Counters (FLOPS.md §4): `torch.utils.flop_counter.FlopCounterMode` counts 2 FLOPs per MAC; for the decoder layers it
+Counters (docs/flops.md §8): `torch.utils.flop_counter.FlopCounterMode` counts 2 FLOPs per MAC; for decoder layers it
 equals exactly 2 × the formula once the CPU SDPA kernel is registered (`register_cpu_sdpa_flop_formula`). fvcore counts
 MACs and misses SDPA and `padding="valid"` convolutions; `count_with_fvcore` adds handles for those and drops the ops
 that FlopCounterMode does not count (norms, upsampling), so the aligned fvcore number equals FlopCounterMode / 2.
-Full-size models are counted on the `meta` device (FLOPS.md §4.1) by `count_llm_on_meta` / `count_llava_on_meta`.
+Full-size models are counted on the `meta` device (docs/flops.md §8.2) by `count_llm_on_meta` / `count_llava_on_meta`.
 """
 
 from __future__ import annotations
@@ -42,14 +42,14 @@ TERA = 1e12
 
 class UnsupportedArchitectureError(ConfigError):
     """The model is not a Qwen2-style decoder (GQA attention with q/k/v/o projections + SwiGLU gate/up/down), so the
-    FLOPS.md §1.2 formula does not apply."""
+    docs/flops.md §1.1 formula does not apply."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # LLM dimensions
 # ---------------------------------------------------------------------------------------------------------------------
 
-#: Decoder families whose layers have exactly the FLOPS.md §1.2 structure (Qwen2; Llama/Mistral share it, minus the
+#: Decoder families whose layers have exactly the docs/flops.md §1.1 structure (Qwen2; Llama/Mistral share it, minus the
 #: q/k/v biases, which the convention ignores anyway).
 QWEN2_STYLE_MODEL_TYPES = frozenset({"qwen2", "llama", "mistral"})
 _ATTN_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -58,7 +58,7 @@ _MLP_PROJ = ("gate_proj", "up_proj", "down_proj")
 
 @dataclass(frozen=True)
 class LLMDims:
-    """The numbers the FLOPS.md §1.2 formula needs (table §1.3)."""
+    """The numbers the docs/flops.md §1.1 formula needs (table in docs/flops.md §2)."""
 
     num_layers: int  # L
     hidden: int  # D
@@ -90,7 +90,7 @@ def llm_dims(text_cfg: Any) -> LLMDims:
     name = type(text_cfg).__name__
     if model_type not in QWEN2_STYLE_MODEL_TYPES:
         raise UnsupportedArchitectureError(
-            f"cannot count the LLM of model_type {model_type!r} ({name}): the paper formula (FLOPS.md §1.2) covers "
+            f"cannot count the LLM of model_type {model_type!r} ({name}): the paper formula (docs/flops.md) covers "
             f"Qwen2-style decoders only ({', '.join(sorted(QWEN2_STYLE_MODEL_TYPES))})"
         )
     hidden = int(_get(text_cfg, "hidden_size"))
@@ -101,11 +101,11 @@ def llm_dims(text_cfg: Any) -> LLMDims:
     if heads * head_dim != hidden:
         raise UnsupportedArchitectureError(
             f"cannot count {name}: num_attention_heads·head_dim = {heads}·{head_dim} ≠ hidden_size {hidden}; the Q/O "
-            "terms 2·n·D² of FLOPS.md §1.2 assume they are equal"
+            "terms 2·n·D² of the paper formula (docs/flops.md) assume they are equal"
         )
     if act != "silu":
         raise UnsupportedArchitectureError(
-            f"cannot count {name}: hidden_act {act!r} is not the SwiGLU (silu) FFN that FLOPS.md §1.2 assumes"
+            f"cannot count {name}: hidden_act {act!r} is not the SwiGLU (silu) FFN that docs/flops.md assumes"
         )
     return LLMDims(
         num_layers=int(_get(text_cfg, "num_hidden_layers")),
@@ -138,7 +138,7 @@ def llm_dims_from_module(model: nn.Module) -> LLMDims:
                     what = type(block).__name__ if block is not None else type(layer).__name__
                     raise UnsupportedArchitectureError(
                         f"cannot count module {where!r} ({what}): no nn.Linear {proj!r}; the paper formula "
-                        "(FLOPS.md §1.2) covers Qwen2-style decoders (q/k/v/o_proj attention, gate/up/down_proj SwiGLU)"
+                        "(docs/flops.md) covers Qwen2-style decoders (q/k/v/o_proj attention, gate/up/down_proj SwiGLU)"
                     )
     first = layers[0][1]
     config = getattr(model, "config", None)
@@ -159,7 +159,7 @@ def llm_dims_from_module(model: nn.Module) -> LLMDims:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The paper formula (FLOPS.md §1.2)
+# The paper formula (docs/flops.md §1.1)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -186,7 +186,7 @@ def validate_tokens_per_layer(
 
 
 def layer_macs(dims: LLMDims, n: float) -> float:
-    """MACs of one decoder layer on n tokens (FLOPS.md §1.2; FastVID App. A.2)."""
+    """MACs of one decoder layer on n tokens (docs/flops.md §1.1; FastVID App. A.2)."""
     d, d_ffn = dims.hidden, dims.ffn
     return (
         2 * n * d * d  # Q and O projections
@@ -197,7 +197,7 @@ def layer_macs(dims: LLMDims, n: float) -> float:
 
 
 def llm_prefill_macs(text_cfg: Any, tokens_per_layer: Sequence[float], *, available: float | None = None) -> float:
-    """Paper-convention LLM prefill MACs: Σ over decoder layers of `layer_macs(n_layer)` (FLOPS.md §1.2).
+    """Paper-convention LLM prefill MACs: Σ over decoder layers of `layer_macs(n_layer)` (docs/flops.md §1.1).
 
     `tokens_per_layer[l]` = video positions entering layer l (floats allowed for averaged counts such as 635.6).
     `available` (optional) = how many video tokens exist; a larger count raises `ConfigError`.
@@ -213,7 +213,7 @@ def paper_tflops(text_cfg: Any, tokens_per_layer: Sequence[float], *, available:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Extras (never part of the paper column; FLOPS.md §3 "Recommended reporting")
+# Extras (never part of the paper column; docs/flops.md §7)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -287,7 +287,7 @@ def siglip_vision_macs(vision_cfg: Any, images: int, *, include_head: bool | Non
 
 def projector_macs(llava_cfg: Any, images: int) -> float:
     """LLaVA-OV projector MACs (Linear vision→D, GELU, Linear D→D) on all P patches of each image; it runs before the
-    2× pooling (ECOSYSTEM.md §8.2)."""
+    2× pooling (docs/upstream.md §6)."""
     v = _vision_cfg(llava_cfg)
     hv = int(_get(v, "hidden_size"))
     p = (int(_get(v, "image_size")) // int(_get(v, "patch_size"))) ** 2
@@ -296,7 +296,7 @@ def projector_macs(llava_cfg: Any, images: int) -> float:
 
 
 def vision_encoder_macs(llava_cfg: Any, frames: int) -> float:
-    """SigLIP tower + projector MACs for `frames` frames of a LLaVA-OV-style model (an extra, FLOPS.md §3)."""
+    """SigLIP tower + projector MACs for `frames` frames of a LLaVA-OV-style model (an extra, docs/flops.md §7)."""
     return siglip_vision_macs(llava_cfg, frames) + projector_macs(llava_cfg, frames)
 
 
@@ -332,9 +332,9 @@ def relevance_encoder_macs(siglip_cfg: Any, frames: int, *, text_tokens: int = 6
 class FlopsReport:
     """FLOPs of one sample. All values are in the paper's unit: 1e12 MACs, printed as "TFLOPs".
 
-    `paper_tflops` is the FastVID/AdaTP column (LLM prefill, video tokens only; FLOPS.md §1.2) and `pct_of_vanilla`
+    `paper_tflops` is the FastVID/AdaTP column (LLM prefill, video tokens only; docs/flops.md §1) and `pct_of_vanilla`
     its ratio to the same model's vanilla count. The `extra_*` fields are separately-labelled secondary numbers
-    (FLOPS.md §3) and are never added to the paper column; None means "not requested".
+    (docs/flops.md §7) and are never added to the paper column; None means "not requested".
     """
 
     paper_tflops: float
@@ -417,7 +417,7 @@ def make_flops_report(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Token schedules (FLOPS.md §2 notation: "2x6272+26x1568" = 2 layers at 6272 tokens, then 26 at 1568)
+# Token schedules (docs/flops.md §1.1 notation: "2x6272+26x1568" = 2 layers at 6272 tokens, then 26 at 1568)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -485,13 +485,13 @@ def parse_schedule(text: str) -> list[float]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# FlopCounterMode (FLOPS.md §4): 2 FLOPs per MAC
+# FlopCounterMode (docs/flops.md §8.1): 2 FLOPs per MAC
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 def register_cpu_sdpa_flop_formula() -> bool:
     """Register `aten._scaled_dot_product_flash_attention_for_cpu` in torch's flop registry, reusing torch's
-    `sdpa_flop_count` (torch 2.13 lacks it, so SDPA attention vanishes on CPU: FLOPS.md §4, pytorch/pytorch#195460).
+    `sdpa_flop_count` (torch 2.13 lacks it, so SDPA attention vanishes on CPU: docs/flops.md, pytorch/pytorch#195460).
     Idempotent; does nothing if torch (or an earlier call) already has it. Returns True if this call registered it."""
     from torch.utils import flop_counter
 
@@ -521,7 +521,7 @@ class FlopCount:
 
     @property
     def macs(self) -> float:
-        """total / 2: comparable with the paper formula (FLOPS.md §1.2)."""
+        """total / 2: comparable with the paper formula (docs/flops.md §1.1)."""
         return self.total / 2
 
     def matching(self, pattern: str) -> int:
@@ -554,7 +554,7 @@ def count_with_flop_counter(fn: Callable[..., Any], *args: Any, **kwargs: Any) -
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# fvcore (second opinion; FLOPS.md §4). fvcore counts MACs by tracing with torch.jit.
+# fvcore (second opinion; docs/flops.md §8.3). fvcore counts MACs by tracing with torch.jit.
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -682,7 +682,7 @@ def count_with_fvcore(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Meta-device counting of full-size models (FLOPS.md §4.1; transformers 5.23)
+# Meta-device counting of full-size models (docs/flops.md §8.2; transformers 5.23)
 # ---------------------------------------------------------------------------------------------------------------------
 
 #: Workaround 1: a pre-built mask mapping. Without it `create_causal_mask` → `find_packed_sequence_indices` calls
@@ -761,7 +761,7 @@ def count_llava_on_meta(
 ) -> LlavaMetaCount:
     """Count a full-size LLaVA-OV model (from `models.full_size.build_on_meta`) on meta: `get_video_features` on
     `frames` frames, then the language model on `video_tokens` (default all pooled tokens) + `newline_tokens` +
-    `text_tokens` positions with `logits_to_keep=1`. Runs the two parts separately (FLOPS.md §4.1, workaround 2)."""
+    `text_tokens` positions with `logits_to_keep=1`. Runs the two parts separately (docs/flops.md §8.2)."""
     cfg = model.config
     v = cfg.vision_config
     pixel_values = torch.empty(1, frames, v.num_channels, v.image_size, v.image_size, device="meta")

@@ -206,6 +206,24 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def environment() -> dict[str, Any]:
+    """The software environment beyond :func:`package_versions`: which lock built it (``make install`` leaves a record
+    in the environment: flavour, lock file and its sha256, how torchvision was provided) and a digest of every
+    installed distribution, so two records can be compared for identical stacks."""
+    import sys
+
+    dists = sorted(f"{d.metadata['Name'].lower()}=={d.version}" for d in metadata.distributions())
+    info: dict[str, Any] = {
+        "distributions_sha256": hashlib.sha256("\n".join(dists).encode()).hexdigest(),
+        "n_distributions": len(dists),
+    }
+    record = Path(sys.prefix) / "adatp-install.json"
+    if record.exists():
+        with contextlib.suppress(json.JSONDecodeError):
+            info["install"] = json.loads(record.read_text())
+    return info
+
+
 def hardware() -> dict[str, Any]:
     import torch
 

@@ -24,13 +24,14 @@ from typing import Any, Literal
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import adatp_bench.conf_resolvers  # noqa: F401  (registers ${cwd:})
+from adatp_bench.config import CONF_PATH, method_settings
 from adatp_bench.errors import AdatpBenchError
 from adatp_bench.results import (
     ResultRecord,
     RunDir,
     append_jsonl,
     atomic_write_text,
+    environment,
     git_state,
     hardware,
     package_versions,
@@ -101,7 +102,7 @@ def run_cell(cfg: DictConfig) -> CellOutcome:
     from adatp_bench.models.specs import get_spec
     from adatp_bench.pruning import build_method
 
-    settings = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k != "name"}
+    settings = method_settings(cfg.method)
     rid = run_id(cell_identity(cfg, settings))
     run_dir = RunDir(Path(cfg.paths.results_dir), rid)
     label = f"{cfg.model.name} | {cfg.method.name}({_fmt(settings)}) | {cfg.benchmark.name}"
@@ -121,7 +122,13 @@ def run_cell(cfg: DictConfig) -> CellOutcome:
         "config": resolved,
     }
     started = time.time()
-    provenance = {**git_state(), "packages": package_versions(), "hardware": hardware(), "started": started}
+    provenance = {
+        **git_state(),
+        "packages": package_versions(),
+        "environment": environment(),
+        "hardware": hardware(),
+        "started": started,
+    }
     # Data-parallel evaluation (torchrun/accelerate, lmms-eval shards documents by rank): every rank runs the cell, only
     # rank 0 holds the lock and writes the record; each rank appends its samples to its own file.
     main_rank = int(os.environ.get("RANK", 0)) == 0
@@ -180,7 +187,7 @@ def run_cell(cfg: DictConfig) -> CellOutcome:
     return CellOutcome("done", label, record)
 
 
-@hydra.main(config_path="../../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=CONF_PATH, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Hydra task function: one cell per job."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -191,11 +198,14 @@ def main(cfg: DictConfig) -> float | None:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     atomic_write_text(output_dir / "cell_status.json", json.dumps(outcome.as_status(), default=str))
     record = outcome.record
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        # A single run reports its outcome through the exit status; a sweep records it and goes on (sweep.py).
+        if outcome.status == "busy":
+            raise SystemExit(f"cell not run: another process holds its lock ({outcome.label})")
+        if record is not None and record.status == "failed":
+            raise SystemExit(f"cell failed: {record.error_type}: {record.error}")
     if record is None:
         return None
-    if record.status == "failed" and HydraConfig.get().mode != RunMode.MULTIRUN:
-        # A single run reports its failure through the exit code; a sweep records it and goes on.
-        raise SystemExit(f"cell failed: {record.error_type}: {record.error}")
     return record.score
 
 

@@ -1,8 +1,11 @@
-"""End-of-sweep summary: cells done, skipped and failed (with the reason), for local and SLURM multiruns alike.
+"""End-of-sweep summary and exit status: cells done, skipped and failed (with the reason), for local and SLURM
+multiruns alike.
 
 Each job writes ``cell_status.json`` into its own Hydra output directory (``run.py``). The callback runs in the
-launching process after the sweep, reads those files from the sweep directory and prints one table, so it works when
-the jobs ran on other machines (submitit) too.
+launching process after every job has finished, reads those files from the sweep directory, prints one table, writes
+it to ``<sweep dir>/summary.txt`` and then ends the process with exit status 1 when any cell failed, was busy (another
+process held it) or left no status: a sweep never reports success for work it did not do. The cells that did finish
+are recorded before that, so nothing computed is lost.
 """
 
 from __future__ import annotations
@@ -18,16 +21,23 @@ from omegaconf import DictConfig
 log = logging.getLogger("adatp_bench.sweep")
 
 
+#: Statuses that make a sweep (or a single cell) exit non-zero.
+UNSUCCESSFUL = frozenset({"failed", "busy", "unknown"})
+
+
 def read_statuses(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Status of every job of a sweep, in job order."""
+    """Status of every job of a sweep, in job order. A job that started (Hydra wrote its ``.hydra/`` folder) but left
+    no ``cell_status.json`` was killed: it is reported as ``unknown``."""
     rows = []
-    for path in sorted(
-        sweep_dir.glob("*/cell_status.json"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
-    ):
+    jobs = {p.parent for p in sweep_dir.glob("*/.hydra")} | {p.parent for p in sweep_dir.glob("*/cell_status.json")}
+    for job in sorted(jobs, key=lambda p: (0, int(p.name)) if p.name.isdigit() else (1, p.name)):
+        path = job / "cell_status.json"
         try:
             rows.append(json.loads(path.read_text()))
+        except FileNotFoundError:
+            rows.append({"status": "unknown", "label": str(job), "error": "the job left no status (killed?)"})
         except json.JSONDecodeError:
-            rows.append({"status": "unknown", "label": str(path.parent), "error": "unreadable status file"})
+            rows.append({"status": "unknown", "label": str(job), "error": "unreadable status file"})
     return rows
 
 
@@ -40,13 +50,18 @@ def format_summary(rows: list[dict[str, Any]], expected_jobs: int | None = None)
     if expected_jobs is not None and expected_jobs > len(rows):
         lines[0] += f", {expected_jobs - len(rows)} without a status (killed or never started)"
     for row in rows:
-        if row["status"] in {"failed", "busy", "unknown"}:
+        if row["status"] in UNSUCCESSFUL:
             lines.append(f"  {row['status']:>7}  {row['label']}: {row.get('error') or ''}")
     return "\n".join(lines)
 
 
+def sweep_failed(rows: list[dict[str, Any]]) -> bool:
+    """True when any job did not produce its cell (failed, busy or unknown), or when there were no jobs at all."""
+    return not rows or any(row["status"] in UNSUCCESSFUL for row in rows)
+
+
 class SweepSummary(Callback):
-    """Hydra callback printing :func:`format_summary` at the end of a multirun."""
+    """Hydra callback: print :func:`format_summary` at the end of a multirun, then exit 1 if any cell failed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -54,3 +69,7 @@ class SweepSummary(Callback):
         summary = format_summary(rows)
         log.info("%s", summary)
         (sweep_dir / "summary.txt").write_text(summary + "\n")
+        if sweep_failed(rows):
+            bad = sum(row["status"] in UNSUCCESSFUL for row in rows)
+            # SystemExit passes through Hydra's error handling (it catches Exception only) and sets the exit status.
+            raise SystemExit(f"sweep incomplete: {bad} of {len(rows)} cells did not finish ({sweep_dir}/summary.txt)")

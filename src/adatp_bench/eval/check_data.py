@@ -3,7 +3,7 @@
     python -m adatp_bench.eval.check_data videomme --data-dir $HF_HOME
     python -m adatp_bench.preflight table1 --videos          # the same for every benchmark of a grid
 
-Real downloads have missing and unreadable videos (ECOSYSTEM.md §6.2: LongVideoBench, MLVU, VideoMME threads); found
+Real downloads have missing and unreadable videos (docs/upstream.md §4.1: LongVideoBench, MLVU, VideoMME threads); found
 mid-sweep, each one fails a cell after its model time is spent. This walks the annotation file once, resolves each video
 with the same ``doc_to_visual`` the tasks use (which opens the file and decodes its first frame), and reports every
 failure with the file named. Unique videos are probed once (benchmarks ask several questions per video).

@@ -107,8 +107,8 @@ def summarise_efficiency(records: list[dict[str, Any]], lmm: AdatpBenchLMM, spec
     num_layers = llm.num_layers
     frames = lmm.num_frames
     per_row = spec.newline_layout == "per_row"
-    # Paper convention (FLOPS.md §1.4): OneVision's single trailing newline is not counted; LLaVA-Video's row newlines
-    # are (those kept).
+    # Paper convention (docs/flops.md §3): OneVision's single trailing newline is not counted; LLaVA-Video's row
+    # newlines are (those kept).
     vanilla_video = frames * llm.tokens_per_frame + (frames * llm.grid_side if per_row else 0)
     vanilla = flops.paper_tflops(cfg, [vanilla_video] * num_layers)
     # The SigLIP relevance encoder (AdaTP, FastVID) is an extra cost, recorded beside the paper column, never in it.

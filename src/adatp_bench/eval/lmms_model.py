@@ -26,8 +26,9 @@ from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
+from adatp_bench.config import method_defaults
 from adatp_bench.models.adapter import SampleOutput, VideoLLM
-from adatp_bench.pruning import PruningMethod, build_method, load_method_config
+from adatp_bench.pruning import PruningMethod, build_method
 
 SampleKey = tuple[str, int]  # (task, doc_id)
 
@@ -55,7 +56,7 @@ class AdatpBenchLMM(lmms):
     ) -> None:
         super().__init__()
         if int(batch_size) != 1:
-            raise ValueError(f"batch_size={batch_size}: pruning methods assume batch size 1 (METHODS.md §14.5)")
+            raise ValueError(f"batch_size={batch_size}: pruning methods assume batch size 1 (docs/methods.md §5.4)")
         self._world_size = int(os.environ.get("WORLD_SIZE", 1))
         self._rank = int(os.environ.get("RANK", 0))
         if device is None:
@@ -74,7 +75,7 @@ class AdatpBenchLMM(lmms):
                 relevance_encoder=relevance_encoder,
             )
         if isinstance(method, str):
-            settings = {**load_method_config(method), **_coerce(method_settings)}
+            settings = {**method_defaults(method), **_coerce(method_settings)}
             method = build_method(method, **settings)
         self.method = method
         self.num_frames = int(num_frames) if num_frames not in (None, "", "None") else self.llm.spec.num_frames
@@ -201,7 +202,7 @@ def _coerce(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def manifests() -> list[Any]:
-    """Entry point payload for lmms-eval's ``ModelRegistryV2`` (ECOSYSTEM.md §5.1)."""
+    """Entry point payload for lmms-eval's ``ModelRegistryV2`` (docs/upstream.md §1)."""
     from lmms_eval.models.registry_v2 import ModelManifest
 
     return [

@@ -180,7 +180,7 @@ def lvb_random_fallback(response: str) -> bool:
     """Whether lmms-eval's LongVideoBench parser would replace this answer by a random letter (no A–E left in it).
 
     Upstream assigns ``random.choice`` when parsing fails, which lifts a broken model to about chance; the count of such
-    answers is recorded so a reader can see it (ECOSYSTEM.md §6.3).
+    answers is recorded so a reader can see it (docs/upstream.md §3).
     """
     text = response.strip()
     for prefix in _LVB_PREFIXES:

@@ -164,7 +164,7 @@ class VideoLLM:
         """
         b, _f = pixel_values_videos.shape[:2]
         if b != 1:
-            raise ValueError(f"batch size must be 1 (METHODS.md §14.5), got {b}")
+            raise ValueError(f"batch size must be 1 (docs/methods.md §5.4), got {b}")
         inner = self.model.model
         out = inner.vision_tower(pixel_values_videos.flatten(0, 1), output_hidden_states=True)
         layer = self.config.vision_feature_layer

@@ -2,10 +2,10 @@
 
     python -m adatp_bench.models.convert --src /ckpt/LLaVA-Video-7B-Qwen2 --dst checkpoints/llava-video-7b-qwen2-hf
 
-LLaVA-Video-7B ships for the LLaVA-NeXT codebase (``LlavaQwenForCausalLM``), not for transformers (ECOSYSTEM.md §9). Its
-modules are exactly LLaVA-OneVision's — SigLIP so400m trunk (LLaVA-NeXT deletes SigLIP's last layer and its head, so the
-checkpoint holds 26 layers and the features are ``hidden_states[-1]``), a 2-layer GELU projector, an ``image_newline``
-vector and Qwen2-7B — so the weights map one to one:
+LLaVA-Video-7B ships for the LLaVA-NeXT codebase (``LlavaQwenForCausalLM``), not for transformers (docs/upstream.md §7).
+Its modules are exactly LLaVA-OneVision's — SigLIP so400m trunk (LLaVA-NeXT deletes SigLIP's last layer and its head, so
+the checkpoint holds 26 layers and the features are ``hidden_states[-1]``), a 2-layer GELU projector, an
+``image_newline`` vector and Qwen2-7B — so the weights map one to one:
 
 | LLaVA-NeXT name | transformers LLaVA-OneVision name |
 |---|---|

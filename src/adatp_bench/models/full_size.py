@@ -8,7 +8,7 @@ sources and notes on every value that is derived or uncertain. Each file has the
 - `video` (LLaVA models only): the video path, which is not part of the HF config (frames, pooling, newline layout).
 
 `build_on_meta(name)` builds the full-size model on the `meta` device: no memory, ≈ 0.05 s, usable for parameter
-counts and for FLOP counting (FLOPS.md §4.1).
+counts and for FLOP counting (docs/flops.md §8.2).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ _CONFIG_CLASSES: dict[str, type[PreTrainedConfig]] = {
 
 @dataclass(frozen=True)
 class VideoPath:
-    """How a LLaVA model turns F frames into LLM positions (FLOPS.md §1.4, ECOSYSTEM.md §8.2 and §9)."""
+    """How a LLaVA model turns F frames into LLM positions (docs/flops.md §3, docs/upstream.md §6 and §7)."""
 
     frames: int
     pooling: Literal["bilinear", "average"]
@@ -73,7 +73,7 @@ class VideoPath:
 
     @property
     def paper_video_tokens(self) -> int:
-        """Video positions counted by the paper convention (FLOPS.md §1.1): the OV single trailing newline is
+        """Video positions counted by the paper convention (docs/flops.md §1): the OV single trailing newline is
         excluded, LLaVA-Video's row newlines are included. 6272 (OV), 11648 (LLaVA-Video)."""
         if self.newline_layout == "one_token":
             return self.visual_tokens

@@ -1,7 +1,7 @@
 """The video token layout of one sample, and the visual tokens that pruning methods select from.
 
 Pruning methods read only these two objects; they never assume 196 tokens per frame or a fixed start index
-(METHODS.md §14.1). Two layouts exist:
+(docs/upstream.md §6). Two layouts exist:
 
 - ``per_video`` (LLaVA-OneVision, LLaVA-NeXT ``one_token``): F·h·w grid tokens, then one ``image_newline``.
 - ``per_row`` (LLaVA-Video, LLaVA-NeXT ``grid``): each row of each frame is followed by a newline, so a frame takes

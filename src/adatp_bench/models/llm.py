@@ -1,6 +1,6 @@
 """The pruning-aware decoder loop: prefill with in-LLM token drops, then greedy decode.
 
-This replaces ``Qwen2Model.forward``'s layer loop for our generation path (ECOSYSTEM.md §8.4) without patching
+This replaces ``Qwen2Model.forward``'s layer loop for our generation path (docs/upstream.md §9) without patching
 transformers. Each layer is the stock ``Qwen2DecoderLayer`` with its configured attention kernel (SDPA or FlashAttention
 2): we pass ``attention_mask=None`` so SDPA uses its causal kernel and never materialises an S×S mask (batch size 1, no
 padding). When a method drops tokens before layer ``l``, the hidden states, RoPE position ids and cos/sin are indexed
@@ -8,7 +8,7 @@ together; layers ``≥ l`` then store shorter KV caches, which decode handles be
 
 Decode positions continue from what each layer saw at prefill: with original positions kept (FastV, FastVID) every
 layer continues at the unpruned length; with renumbered positions (PDrop) a layer continues at its own pruned length,
-which is exactly PDrop's "shift down by the number dropped per stage" (METHODS.md §3, §14.4).
+which is exactly PDrop's "shift down by the number dropped per stage" (docs/methods/pdrop.md).
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 The HF LLaVA-OneVision checkpoints keep SigLIP's vision trunk but not its attention-pooling (MAP) head nor its text
 tower. FastVID loads the head from ``google/siglip-so400m-patch14-384`` and applies it to the Video LLM's own per-frame
-vision features to get one global token per frame and the head's attention over patches (METHODS.md §1.3, §7). AdaTP's
-"text encoder" is, we assume, the same checkpoint's text tower, which embeds the question in the space of those global
-features (METHODS.md §1.3 [H]; see docs/adatp.md).
+vision features to get one global token per frame and the head's attention over patches (docs/methods/fastvid.md).
+AdaTP's "text encoder" is, we assume, the same checkpoint's text tower, which embeds the question in the space of those
+global features ([H]; see docs/adatp.md).
 
 Loaded lazily, only for methods that set ``needs_relevance``; on the Video LLM's device and dtype. The time spent is
 recorded per sample (``last_ms``).

@@ -1,9 +1,9 @@
 """Build the LLM input sequence of one sample: text before the video, the (possibly pruned) video, text after.
 
 Newlines follow the model's layout (``models/layout.py``). In the per-row layout, a row none of whose tokens survive
-loses its newline under the default policy ``rows_with_kept`` — FastVID's rule (METHODS.md §7; FLOPS.md §1.4: "keeps
-the newline of every row that retains at least one token"). ``per_frame`` keeps one newline per frame (FastVID*,
-VisionZip* on LLaVA-Video); ``all`` keeps every row's newline.
+loses its newline under the default policy ``rows_with_kept`` — FastVID's rule: the newline of every row that keeps
+at least one token survives (docs/methods/fastvid.md, docs/flops.md §3). ``per_frame`` keeps one newline per frame
+(FastVID*, VisionZip* on LLaVA-Video); ``all`` keeps every row's newline.
 
 Positions are either ``contiguous`` (the sequence is rebuilt after reduction) or ``original`` (every surviving token
 keeps the RoPE position it has in the unpruned sequence, gaps included, as FastVID does).

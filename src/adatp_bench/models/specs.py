@@ -1,7 +1,7 @@
 """Model specifications: everything about a Video LLM that pruning methods and the harness may need to know.
 
 A :class:`ModelSpec` names the checkpoint and fixes the *video path* (frames, pooling, newline layout, prompt), so that
-no method ever hard-codes 196 tokens per frame or a video start index (METHODS.md §14.1).
+no method ever hard-codes 196 tokens per frame or a video start index (docs/upstream.md §6).
 
 | spec | LLM | frames | pooling | tokens/frame | newline layout |
 |---|---|---|---|---|---|

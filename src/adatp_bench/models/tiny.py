@@ -1,6 +1,6 @@
 """Offline tiny LLaVA-OneVision: random weights from a config, a byte-level tokenizer, a chat template, a processor.
 
-Used by every test and by ``make demo``. Nothing is downloaded (ECOSYSTEM.md §8.1). The tiny model keeps the real
+Used by every test and by ``make demo``. Nothing is downloaded (docs/upstream.md §10). The tiny model keeps the real
 architecture (SigLIP tower → 2-layer GELU projector → pooling → Qwen2 with GQA), only smaller:
 
 - SigLIP: hidden 64, 2 layers, 4 heads, 126 px, patch 14 → 9×9 = 81 patches per frame. An odd grid makes the two

@@ -1,16 +1,14 @@
 """Training-free visual-token pruning methods behind one interface (see ``base.py``).
 
 Importing this package imports every module in it, which registers every method (one module per method).
-``build_method(name, **settings)`` instantiates one;
-``load_method_config(name)`` reads its defaults from ``conf/method/<name>.yaml``.
+``build_method(name, **settings)`` instantiates one.
+Method defaults come from ``conf/method/<name>.yaml`` through :func:`adatp_bench.config.method_defaults`.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from pathlib import Path
-from typing import Any
 
 from adatp_bench.pruning.base import (
     METHODS,
@@ -22,7 +20,6 @@ from adatp_bench.pruning.base import (
     register_method,
 )
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 for _module in pkgutil.iter_modules(__path__):  # shared helpers (base, probe, ...) import harmlessly
     importlib.import_module(f"{__name__}.{_module.name}")
 
@@ -32,36 +29,6 @@ __all__ = [
     "SampleContext",
     "SequenceState",
     "build_method",
-    "load_method_config",
     "method_names",
     "register_method",
 ]
-
-
-def load_method_config(name: str, budget: str = "r25") -> dict[str, Any]:
-    """Hyperparameters of ``conf/method/<name>.yaml`` resolved against ``conf/budget/<budget>.yaml``, without the
-    ``name`` key. Empty when conf/ is not shipped (the dataclass defaults then apply)."""
-    from omegaconf import OmegaConf
-
-    path = CONF_DIR / "method" / f"{name}.yaml"
-    if not path.exists():
-        return {}
-    root = OmegaConf.create(
-        {"budget": OmegaConf.load(CONF_DIR / "budget" / f"{budget}.yaml"), "m": _compose(path)}
-    )
-    data = OmegaConf.to_container(root.m, resolve=True)
-    return {k: v for k, v in data.items() if k not in {"name", "defaults"} and not str(k).startswith("_")}
-
-
-def _compose(path: Path):
-    """A method file merged over the files its ``defaults:`` list names (presets extend ``adatp.yaml`` this way)."""
-    from omegaconf import OmegaConf
-
-    node = OmegaConf.load(path)
-    defaults = list(node.pop("defaults", []) or [])
-    merged = OmegaConf.create()
-    if "_self_" not in defaults:
-        defaults.append("_self_")
-    for entry in defaults:
-        merged = OmegaConf.merge(merged, node if entry == "_self_" else _compose(path.parent / f"{entry}.yaml"))
-    return merged

@@ -1,28 +1,29 @@
 """AdaTP — Attention-Debiased Token Pruning for Video LLMs (arXiv 2505.20100, Findings of EMNLP 2025).
 
-No official code exists (METHODS.md §1). This is the reconstruction documented in ``docs/adatp.md``: every step the
-paper's public text states is marked [V] below, every gap we filled is marked [H] and is a config key.
+No official code exists (docs/adatp.md §9). This is the reconstruction documented in ``docs/adatp.md``: every step the
+paper's public text states is marked [V] below (sources: docs/adatp.md §9), every gap we filled is marked [H] and is a
+config key.
 
 Pipeline for one sample (F frames of h×w grid tokens, N = F·h·w; budget unit = grid tokens, newlines excluded):
 
-1. **Segmentation** [V rule, METHODS.md §1.1.4]. Frames i, i+1 stay in one segment iff
+1. **Segmentation** [V rule, themoonlight review]. Frames i, i+1 stay in one segment iff
    ``cos(v_p^i, v_p^{i+1}) ≥ τs``, with ``v_p`` the SigLIP MAP-head global feature of each frame
-   (``ctx.frame_global_features()``, as FastVID, METHODS.md §7).
-2. **Global debiasing** [V "boost token retention in text-relevant segments using the text encoder", §1.1.3]. Segment
+   (``ctx.frame_global_features()``, as FastVID, docs/methods/fastvid.md).
+2. **Global debiasing** [V "boost token retention in text-relevant segments using the text encoder", argminai]. Segment
    relevance ``ρ_j = cos(t, v̄_j)`` with ``t`` the SigLIP text embedding of the question; text-relevant segments get a
    boosted, capped share of every stage's budget (τt, α_boost, γ_cap). Every segment gets a budget regardless of its
    position, and attention ranking happens only *within* segments — so retention no longer follows the attention bias
-   towards the ends of the sequence (§1.1.1).
-3. **Local debiasing** [V "remove repeated spatial tokens inside each segment", §1.1.3]. Within a segment, tokens at the
-   same (h, w) whose features are near-duplicates (cos > τ_dup) of the run's first token form one group; a stage keeps
-   one token per group (the best-scored) before any second member, then fills the segment's budget by score, so the
-   token counts stay exact.
-4. **Segment-aware progressive pruning** [V the term, §1.1.2; schedule H]. Stages at ``prune_layers`` (0 = before the
-   LLM); stage s of S keeps ``r_s = min(1, retention / p^(S−1−s))`` of the N grid tokens, so each stage keeps a fraction
-   p of the previous one and the last keeps ``retention``. The pre-LLM stage ranks by the MAP-head attention
+   towards the ends of the sequence (the global bias of the abstract).
+3. **Local debiasing** [V "remove repeated spatial tokens inside each segment", argminai]. Within a segment, tokens at
+   the same (h, w) whose features are near-duplicates (cos > τ_dup) of the run's first token form one group; a stage
+   keeps one token per group (the best-scored) before any second member, then fills the segment's budget by score, so
+   the token counts stay exact.
+4. **Segment-aware progressive pruning** [V the term, sciencestack; schedule H]. Stages at ``prune_layers`` (0 = before
+   the LLM); stage s of S keeps ``r_s = min(1, retention / p^(S−1−s))`` of the N grid tokens, so each stage keeps a
+   fraction p of the previous one and the last keeps ``retention``. The pre-LLM stage ranks by the MAP-head attention
    (``ctx.head_attention()``, FastVID's ATS); in-LLM stage K ranks by the LLM's attention from the probe
-   (``state.probe``), by default layer K−1's last-row attention as FastV (METHODS.md §2) — the scores whose bias AdaTP
-   measured at layer 1 (§1.2).
+   (``state.probe``), by default layer K−1's last-row attention as FastV (docs/methods/fastv.md) — the scores whose bias
+   AdaTP measured at layer 1 (86.8% of the top-10% in the last 4 of 32 frames, argminai).
 
 Token counts per layer are fixed by the setting (``expected_video_tokens``), so FLOPs are known in advance;
 ``scripts/solve_adatp_schedule.py`` solves ``retention`` (and p) for the published FLOPs points.
@@ -127,7 +128,7 @@ def segment_shares(lengths: torch.Tensor, boosted: torch.Tensor, alpha_boost: fl
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Local debiasing: repeated spatial tokens inside a segment (docs/adatp.md §3)
+# Local debiasing: repeated spatial tokens inside a segment (docs/adatp.md §2, step 3)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -281,7 +282,7 @@ class AdaTP(PruningMethod):
     def __post_init__(self) -> None:
         self.prune_layers = tuple(int(k) for k in self.prune_layers)  # Hydra hands lists
 
-    # -- position semantics (METHODS.md §14.3) ---------------------------------------------------------------------
+    # -- position semantics (docs/methods.md §5.3) ------------------------------------------------------------------
     @property
     def pre_llm_positions(self) -> Literal["contiguous", "original"]:  # type: ignore[override]
         return "original" if self.positions == "original" else "contiguous"
@@ -309,7 +310,8 @@ class AdaTP(PruningMethod):
         }
 
     def expected_video_tokens(self, layout: VideoLayout, num_layers: int) -> list[int]:
-        """Video positions entering each layer: the stage budget (grid tokens) plus the newlines left (docs §3)."""
+        """Video positions entering each layer: the stage budget (grid tokens) plus the newlines left (docs/adatp.md
+        §3)."""
         n = layout.num_grid_tokens
         budgets = self.stage_budgets(n)
         visual = budgets[0] if self.prune_layers[0] == 0 else n
@@ -379,14 +381,14 @@ class AdaTP(PruningMethod):
     def _plan(self, tokens: VisualTokens, ctx: SampleContext) -> SegmentPlan:
         layout = ctx.layout
         global_features = ctx.frame_global_features().float().cpu()
-        # step 1: a new segment where cos(v_p^i, v_p^{i+1}) < τs (METHODS.md §1.1.4)
+        # step 1: a new segment where cos(v_p^i, v_p^{i+1}) < τs (docs/adatp.md §2, step 1)
         segments = segment_frames(global_features, self.tau_s)
-        # step 2: text relevance from the SigLIP text tower → boosted, capped budget shares (METHODS.md §1.1.3, §1.3.3)
+        # step 2: text relevance from the SigLIP text tower → boosted, capped budget shares (docs/adatp.md §2, step 2)
         relevance = segment_relevance(global_features, segments, ctx.question_embedding().cpu(), self.relevance_agg)
         boosted = boosted_segments(relevance, self.tau_t, self.relevance_norm)
         lengths = torch.tensor([end - start for start, end in segments])
         shares = segment_shares(lengths, boosted, self.alpha_boost, self.gamma_cap)
-        # step 3: runs of near-duplicate tokens at one cell inside a segment (METHODS.md §1.1.3, §1.3.4)
+        # step 3: runs of near-duplicate tokens at one cell inside a segment (docs/adatp.md §2, step 3)
         grid = tokens.features.new_zeros(layout.num_frames, layout.grid_h, layout.grid_w, tokens.features.shape[-1])
         grid[tokens.frame, tokens.row, tokens.col] = tokens.features
         group = duplicate_groups(grid, segments, self.tau_dup)
@@ -435,14 +437,14 @@ class AdaTP(PruningMethod):
     def _attention_scores(self, state: SequenceState) -> torch.Tensor:
         """(L,) attention each position receives: head mean of the probe rows (last prompt row or question rows).
 
-        The row probe recomputes only those rows, so SDPA/FlashAttention stay on (METHODS.md §14.2); FastV's rule is
-        the last row, head mean (METHODS.md §2).
+        The row probe recomputes only those rows, so SDPA/FlashAttention stay on (docs/methods.md §5.2); FastV's rule is
+        the last row, head mean (docs/methods/fastv.md).
         """
         rows = None if self.query == "last" else torch.nonzero(state.question_mask).squeeze(1)
         return state.probe(rows).mean(dim=(0, 1)).float().cpu()
 
     def _prune(self, state: SequenceState, ctx: SampleContext, stage: int, score: torch.Tensor) -> torch.Tensor:
-        """Step 4 (METHODS.md §1.1.2, §1.3.5): per-segment budgets, dedup-first ranking by LLM attention; all text
+        """Step 4 (docs/adatp.md §2, step 4): per-segment budgets, dedup-first ranking by LLM attention; all text
         stays, newlines per ``newlines``. Returns the sorted positions of ``state`` to keep."""
         plan: SegmentPlan = ctx.stats[PLAN_KEY]
         total = self.stage_budgets(ctx.layout.num_grid_tokens)[stage]

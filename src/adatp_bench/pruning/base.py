@@ -132,7 +132,7 @@ class SampleContext:
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def generator(self) -> torch.Generator:
-        """A torch generator seeded for this sample (METHODS.md §14.6: seed per sample, not per process)."""
+        """A torch generator seeded for this sample (docs/methods.md §5.5: seed per sample, not per process)."""
         return torch.Generator().manual_seed(self.seed)
 
     def _need_relevance(self) -> RelevanceEncoder:
@@ -169,7 +169,7 @@ class PruningMethod:
         pre_llm_positions: ``contiguous`` (sequence rebuilt after reduction: VisionZip, DyCoke, PruneVid stage 1) or
             ``original`` (kept tokens keep their unpruned RoPE positions, gaps included: FastVID).
         in_llm_positions: ``original`` (FastV, PruneVid stage 2) or ``renumber`` (PDrop, SparseVLM v1) after an
-            in-LLM drop (METHODS.md §14.3).
+            in-LLM drop (docs/methods.md §5.3).
     """
 
     name: ClassVar[str] = "base"
@@ -293,14 +293,15 @@ def build_method(name: str, **settings: Any) -> PruningMethod:
 
 
 def sample_seed(run_seed: int, sample_id: str) -> int:
-    """Deterministic per-sample seed (METHODS.md §14.6)."""
+    """Deterministic per-sample seed (docs/methods.md §5.5)."""
     digest = hashlib.sha1(f"{run_seed}:{sample_id}".encode()).hexdigest()
     return int(digest[:8], 16)
 
 
 # -- shared helpers for budgets ------------------------------------------------------------------------------------
 def per_frame_budget(tokens_per_frame: int, retention: float) -> int:
-    """Tokens kept per frame at a pre-LLM retention, as FastVID/VisionZip* count: ``int(tpf · r)`` (FLOPS.md §1.4)."""
+    """Tokens kept per frame at a pre-LLM retention, as FastVID/VisionZip* count: ``int(tpf · r)`` (docs/flops.md
+    §3)."""
     return int(tokens_per_frame * retention)
 
 
@@ -313,8 +314,8 @@ def check_retention(name: str, value: float) -> None:
 def keep_positions(state: SequenceState, kept_visual: torch.Tensor, policy: str = "rows_with_kept") -> torch.Tensor:
     """Sorted positions to keep: all text, the given grid-token positions, and the newlines ``policy`` keeps.
 
-    ``rows_with_kept`` (FastVID's rule, FLOPS.md §1.4) keeps a row newline iff a token of its (frame, row) survives; in
-    the one-newline-per-video layout that newline is kept whenever any visual token survives. ``all`` keeps every
+    ``rows_with_kept`` (FastVID's rule, docs/flops.md §3) keeps a row newline iff a token of its (frame, row) survives;
+    in the one-newline-per-video layout that newline is kept whenever any visual token survives. ``all`` keeps every
     newline; ``none`` drops them.
     """
     text = torch.nonzero(state.kind == TEXT).squeeze(1)

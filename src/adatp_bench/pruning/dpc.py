@@ -1,6 +1,6 @@
 """Density-peak clustering (DPC-KNN) on token features, shared by the methods that pick "density peak" tokens.
 
-One rule, four upstream copies that agree line for line (METHODS.md §6, §7, §10, §14.6):
+One rule, four upstream copies that agree line for line (PruneVid, FastVID, HoliTom, SparseVLM; docs/methods.md §5.5):
 
 - ``Visual-AI/PruneVid@b12600c:models/pllava/modeling_pllava.py::cluster_dpc_knn`` (centres + assignment, token mask),
 - ``cokeshao/HoliTom@e9b2972:holitom/llava_arch.py::LlavaMetaForCausalLM.cluster_dpc_knn`` (centres only, k = 7),
@@ -16,7 +16,7 @@ For tokens ``x_i ∈ R^C`` of one batch entry::
     score = ρ_i · δ_i                                   (centres: the top-m scores)
 
 The noise ``u`` breaks density ties. Upstream draws it from the global RNG; here it comes from a ``torch.Generator``
-(the sample's ``ctx.generator()``, METHODS.md §14.6) so results do not depend on call order across samples. With
+(the sample's ``ctx.generator()``, docs/methods.md §5.5) so results do not depend on call order across samples. With
 ``generator=None`` the global RNG is used, exactly as upstream (for oracle tests that seed before the call).
 
 Public API (stable; other method modules import it):

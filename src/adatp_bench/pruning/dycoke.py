@@ -1,5 +1,6 @@
 """DyCoke (Tao et al., "DyCoke: Dynamic Compression of Tokens for Fast Video Large Language Models", CVPR 2025,
-arXiv 2411.15024) — port of ``KD-TAO/DyCoke@dd74634`` (LLaVA-OV), with FastVID's comparison settings (METHODS.md §5).
+arXiv 2411.15024) — port of ``KD-TAO/DyCoke@dd74634`` (LLaVA-OV), with FastVID's comparison settings
+(docs/methods/dycoke.md).
 
 **Stage 1, TTM** (``llava/model/llava_arch.py::dycole_ttm``), on the pooled post-projector tokens, before the LLM. With
 ``T`` tokens per frame and pruning ratio ``K``, a pruned frame keeps ``int((1 − K)·T)`` tokens:
@@ -11,10 +12,10 @@ So each 4-frame window keeps its first frame whole and prunes the other three. N
 the similar tokens (``KD-TAO/DyCoke#1``). Kept tokens come out in **ascending-similarity order**
 (``topk(largest=False)``), which with contiguous positions is the order the LLM sees on LLaVA-OV (``token_order``).
 
-Upstream's window loop is ``range(0, F − 4, 4)``, so the last window's third frame is never pruned (frame 30 of 32,
-METHODS.md §5 "Consequences"). FastVID's comparison reports exactly 25% at K = 1, so it pruned the last window too; that
-is our default, and ``official_compat=True`` restores the skipped window (and upstream's other edge cases: an odd last
-frame is dropped, the stage-2 span misses the last visual token, see below).
+Upstream's window loop is ``range(0, F − 4, 4)``, so the last window's third frame is never pruned (frame 30 of 32;
+upstream ``llava/model/llava_arch.py::dycole_ttm``). FastVID's comparison reports exactly 25% at K = 1, so it pruned
+the last window too; that is our default, and ``official_compat=True`` restores the skipped window (and upstream's
+other edge cases: an odd last frame is dropped, the stage-2 span misses the last visual token, see below).
 
 **Retention.** ``retention`` is the ideal TTM retention that FastVID's tables print, ``(1 + 3(1 − K))/4``, so
 ``K = (4 − 4r)/3``: 0.325 ↔ K = 0.9 and 0.25 ↔ K = 1.0 (FastVID Table 1); below 0.25 is impossible. ``ctx.stats``
@@ -28,11 +29,12 @@ positions; if its cosine with the previous step's vector is below 0.9 (always on
 to the text + newlines + the top ``int(n·(1 − P))`` visual tokens only, for this step; otherwise they attend to the full
 cache (the code's behaviour). The cache itself keeps every entry (upstream gathers per step and never shrinks it).
 It acts through the decode-layer hook ``on_decode_layer`` (``models/llm.py``). The previous-step vector is reset per
-sample (upstream keeps it in a config object across samples, METHODS.md §5).
+sample (upstream keeps it in a config object across samples, ``DycokeConfigs.attention_score``).
 
-Positions are contiguous (TTM runs before the sequence is built, METHODS.md §14.3). Newlines on LLaVA-Video's per-row
-layout follow ``row_newlines``; the default ``full_frame_rows`` (a whole frame keeps its 13 row newlines, a pruned frame
-one) reproduces both of FastVID's counts: 208 at K = 1 (16 whole frames) and 256 at K = 0.9 (16 × 13 + 48), FLOPS.md §2.
+Positions are contiguous (TTM runs before the sequence is built, docs/methods.md §5.3). Newlines on LLaVA-Video's
+per-row layout follow ``row_newlines``; the default ``full_frame_rows`` (a whole frame keeps its 13 row newlines, a
+pruned frame one) reproduces both of FastVID's Table 2 counts: 208 at K = 1 (16 whole frames) and 256 at K = 0.9
+(16 × 13 + 48).
 """
 
 from __future__ import annotations

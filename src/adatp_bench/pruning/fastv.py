@@ -1,5 +1,5 @@
 """FastV (Chen et al., ECCV 2024, arXiv 2403.06764) — port of ``pkunlp-icler/FastV@d165972`` (HF fork,
-``LlamaModel.fastv_forward``), with FastVID's LLaVA-OneVision settings (METHODS.md §2).
+``LlamaModel.fastv_forward``), with FastVID's LLaVA-OneVision settings (docs/methods/fastv.md).
 
 At prefill, before decoder layer K, rank the video positions by the **last prompt token's** attention in layer K−1,
 averaged over heads (the official code's rule; the paper's text says "average attention received from all tokens"),
@@ -7,10 +7,11 @@ keep the top R, drop the rest. Kept tokens keep their original RoPE positions (`
 
 Retention follows the paper's "100%/R" notation: all tokens for K layers, then R. ``R·n`` is rounded as the official
 code does: ``topk(round(n·(1−prune)))``. ``n`` counts the grid tokens only, as FastVID's published counts do:
-``round(6272·R)`` = 1568, 1254, 941, 627 on LLaVA-OV (FLOPS.md §2 derives 940 at 15%, i.e. truncation, while its
-LLaVA-Video 10% row, 1082 = round(10816·0.1), implies rounding; either gives the printed TFLOPs), and ``round(10816·R)``
-visual tokens plus the newlines of the rows that keep a token on LLaVA-Video (2704 + 568.7 at 25%). Newlines follow that
-rule (:func:`keep_positions`). Scores come from the attention-row probe, so SDPA/FlashAttention stay on in every layer.
+``round(6272·R)`` = 1568, 1254, 941, 627 on LLaVA-OV (FastVID's published schedule has 940 at 15%, i.e. truncation,
+while its LLaVA-Video 10% row, 1082 = round(10816·0.1), implies rounding; either gives the printed TFLOPs), and
+``round(10816·R)`` visual tokens plus the newlines of the rows that keep a token on LLaVA-Video (2704 + 568.7 at 25%).
+Newlines follow that rule (:func:`keep_positions`). Scores come from the attention-row probe, so SDPA/FlashAttention
+stay on in every layer.
 """
 
 from __future__ import annotations

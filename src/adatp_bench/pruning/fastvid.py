@@ -1,5 +1,5 @@
 """FastVID (Shen et al., "FastVID: Dynamic Density Pruning for Fast Video Large Language Models", NeurIPS 2025,
-arXiv 2503.11187) — port of ``LunarShen/FastVID@a40a109`` (METHODS.md §7).
+arXiv 2503.11187) — port of ``LunarShen/FastVID@a40a109`` (docs/methods/fastvid.md).
 
 Official code: ``fastvid_llavaonevision/LLaVA-NeXT/llava/model/language_model/modeling_qwen2.py::Qwen2Model.forward``
 (blocks "DySeg", "STPrune", "Compute Anchor Token Distribution", "ATS", "Parallel Density Score Computation", "DTM for
@@ -9,7 +9,7 @@ picks one (``auto``: the OneVision code for the one-newline layout, the LLaVA-Vi
 
 1. **DySeg.** ``t_i = cos(f_i, f_{i+1})`` on the SigLIP MAP-head global feature of each frame
    (``ctx.frame_global_features()``). Cut after frame i for the ``c − 1`` lowest ``t_i`` and for every ``t_i < τ``.
-2. **STPrune budget.** ``retain = int(T·r)`` tokens per frame (FLOPS.md §1.4); ``d`` of them from DTM.
+2. **STPrune budget.** ``retain = int(T·r)`` tokens per frame (docs/flops.md §3); ``d`` of them from DTM.
    - OneVision code: every frame keeps ``retain − int(retain·d)`` salient tokens; a segment of P frames has
      ``⌈P/p⌉`` anchor frames — every p-th **counted from the segment's end** — each with ``int(retain·d)·P // ⌈P/p⌉``
      anchors (so a segment may keep a few tokens fewer than ``retain·P``).

@@ -1,5 +1,6 @@
 """HoliTom (Shao et al., "HoliTom: Holistic Token Merging for Fast Video Large Language Models", NeurIPS 2025,
-arXiv 2505.21334) — port of the official LLaVA-OV / LLaVA-Video code ``cokeshao/HoliTom@e9b2972`` (METHODS.md §10).
+arXiv 2505.21334) — port of the official LLaVA-OV / LLaVA-Video code ``cokeshao/HoliTom@e9b2972``
+(docs/methods/holitom.md).
 
 **Outer stage** (before the LLM;
 ``holitom/llava_arch.py::LlavaMetaForCausalLM_holitom.prepare_inputs_labels_for_multimodal``) on the pooled
@@ -24,7 +25,8 @@ layer K, rank the video span by layer K−1's last-token attention (mean over he
 
 The SigLIP attention is the official vision tower's ``attentions[-1].mean(heads).mean(queries)`` — the attention each
 patch receives in the last encoder layer used — recomputed here from that layer's weights on its stored input and pooled
-onto the token grid like the features (``ctx.pool_map``). Density noise comes from ``ctx.generator()`` (§14.6).
+onto the token grid like the features (``ctx.pool_map``). Density noise comes from ``ctx.generator()``
+(docs/methods.md §5.5).
 ``retention = 1.0`` is the unpruned reference (upstream would still merge static cells). Deviations and per-model
 settings: ``docs/methods/holitom.md``.
 """

@@ -1,16 +1,17 @@
 """PyramidDrop / PDrop (Xing et al., "PyramidDrop: Accelerating Your Large Vision-Language Models via Pyramid Visual
 Redundancy Reduction", CVPR 2025, arXiv 2410.17247) — port of ``Cooperx521/PyramidDrop@6444f30``
 (``llava/model/modeling_llama_pdrop.py::LlamaModel.pdrop_forward`` / ``pdrop_rank_drop``), with FastVID's LLaVA-OV layer
-schedule (METHODS.md §3; FLOPS.md §2). No official Qwen2 or video port exists; this module is the harness's own port.
-
+schedule (docs/methods/pdrop.md; FastVID Table 11). No official Qwen2 or video port exists; this module is the
+harness's own port.
 Rule (upstream ``pdrop_rank_drop``): the forward is split into stages at the layers of ``layer_list``. Before stage
 layer ``l`` the video span is ranked by the attention of the **last instruction token**, previewed with layer ``l``'s
 own ``input_layernorm``, q/k projections and RoPE on the hidden states that enter layer ``l`` (= our probe at the layer
-about to run, METHODS.md §14.2), fp32 softmax, mean over heads. Stage ``s`` keeps ``int(n0 · ratio_s)`` of the ``n0``
-video positions that entered the LLM (upstream ``int(image_tokens · image_token_ratio_list[s])``), in their original
-order, and **renumbers** RoPE positions ``0..len−1`` (``in_llm_positions = "renumber"``; decode continues each layer at
-its own pruned length, which is upstream's "shift by the number dropped per stage", METHODS.md §14.4). Upstream never
-calls ``repeat_kv`` and so cannot run GQA models; the probe repeats the KV heads (Qwen2-7B: 28/4, Qwen2-0.5B: 14/2).
+about to run, docs/methods.md §5.2), fp32 softmax, mean over heads. Stage ``s`` keeps ``int(n0 · ratio_s)`` of the
+``n0`` video positions that entered the LLM (upstream ``int(image_tokens · image_token_ratio_list[s])``), in their
+original order, and **renumbers** RoPE positions ``0..len−1`` (``in_llm_positions = "renumber"``; decode continues each
+layer at its own pruned length, which is upstream's "shift by the number dropped per stage", docs/upstream.md §9).
+Upstream never calls ``repeat_kv`` and so cannot run GQA models; the probe repeats the KV heads (Qwen2-7B: 28/4,
+Qwen2-0.5B: 14/2).
 
 Settings, and the two rules this module shares with the other in-LLM ports (``sparsevlm``, ``prunevid``, ``holitom``):
 

@@ -3,7 +3,7 @@
 Every attention-scored method needs only a handful of query rows (FastV, PDrop, HoliTom: the last prompt token;
 PruneVid, SparseVLM: the question tokens). Asking the layer for ``output_attentions`` would force eager attention and
 build an S×S matrix per head (≈ 2 GB per layer at 6k tokens in bf16), and under SDPA transformers silently returns
-``()`` instead (ECOSYSTEM.md §8.6). Instead we recompute (METHODS.md §14.2, option 1; PDrop's approach generalised):
+``()`` instead (docs/upstream.md §8). Instead we recompute (docs/methods.md §5.2; PDrop's approach generalised):
 
     x̂ = RMSNorm_layer(h)                     # the layer's own input_layernorm
     q = RoPE(W_q x̂[rows]),  k = RoPE(W_k x̂)  # q only for the probed rows, k for all tokens

@@ -1,6 +1,7 @@
 """PruneVid (Huang, Zhou, Han, "PruneVid: Visual Token Pruning for Efficient Video Large Language Models", ACL 2025
 Findings, arXiv 2412.16117) — port of ``Visual-AI/PruneVid@b12600c`` (PLLaVA only; its LLaVA-OV code was never released,
-``Visual-AI/PruneVid#7``), with FastVID's LLaVA-OV settings τ = 0.8, γ = 0.25, α = 0.4, layer 10 (METHODS.md §6, §14.8).
+``Visual-AI/PruneVid#7``), with FastVID's LLaVA-OV settings τ = 0.8, γ = 0.25, α = 0.4, layer 10
+(docs/methods/prunevid.md, docs/methods.md §5.1).
 
 **Stage 1** (before the LLM, ``models/pllava/modeling_pllava.py::PllavaForConditionalGeneration.merge_frames_dynamic``)
 on the pooled post-projector tokens, F frames × P cells:
@@ -23,7 +24,7 @@ answer prompt; our probe on the question rows), **max over heads, then max over 
 ``layer + 1`` are the kept ones with their **original positions**; the KV cache of layers ``0..layer`` is sliced the
 same way (``after_prefill``), so decoding sees pruned KV everywhere as upstream.
 
-Density noise (``rand·1e-6``) comes from ``ctx.generator()`` (METHODS.md §14.6). ``retention = 1.0`` is the unpruned
+Density noise (``rand·1e-6``) comes from ``ctx.generator()`` (docs/methods.md §5.5). ``retention = 1.0`` is the unpruned
 reference (upstream has no such setting: β = 1 would still average static cells over time). Deviations and per-model
 settings: ``docs/methods/prunevid.md``. ``prunevid_stage1`` is stage 1 alone (FastVID's "PruneVID*").
 """

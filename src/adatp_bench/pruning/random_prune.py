@@ -1,8 +1,8 @@
 """Random token pruning — a cheap reference, not from a paper: keep visual tokens drawn uniformly at random.
 
-Each sample draws from its own seeded generator (``ctx.generator()``, METHODS.md §14.6), so a run is reproducible
+Each sample draws from its own seeded generator (``ctx.generator()``, docs/methods.md §5.5), so a run is reproducible
 and two samples never share a draw. By default every frame keeps ``int(T·r)`` tokens (the per-frame budget of
-VisionZip*/FastVID, FLOPS.md §1.4), so token counts match those methods exactly; ``per_frame=False`` draws
+VisionZip*/FastVID, docs/flops.md §3), so token counts match those methods exactly; ``per_frame=False`` draws
 ``int(F·T·r)`` tokens from the whole video instead. Kept tokens stay in raster order with contiguous positions; on the
 per-row layout the newline of every row that keeps a token is kept (the framework's default policy).
 """

@@ -1,12 +1,12 @@
 """Temporal segmentation and exact integer budget allocation (helpers of AdaTP, ``pruning/adatp.py``).
 
-- :func:`segment_frames` — AdaTP's segmentation rule (METHODS.md §1.1 item 4, [V] via the themoonlight review):
+- :func:`segment_frames` — AdaTP's segmentation rule (docs/adatp.md §2 step 1, [V] via the themoonlight review):
   consecutive frames stay in one segment while the cosine similarity of their global frame features is ≥ τs. No forced
-  minimum number of segments (FastVID's DySeg adds the c−1 lowest transitions, METHODS.md §7; AdaTP's summaries mention
-  only the threshold).
+  minimum number of segments (FastVID's DySeg adds the c−1 lowest transitions, docs/methods/fastvid.md; AdaTP's
+  summaries mention only the threshold).
 - :func:`waterfill` / :func:`allocate` — split a mass (a share of 1, or a token count) across segments in proportion to
   weights under per-segment caps, and round it to integers that sum *exactly* to the total (largest remainder). Exact
-  sums are what make AdaTP's token counts, and hence its FLOPs, a function of the setting alone (FLOPS.md §1.2).
+  sums are what make AdaTP's token counts, and hence its FLOPs, a function of the setting alone (docs/flops.md §1).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """SparseVLM v1 (Zhang et al., "SparseVLM: Visual Token Sparsification for Efficient Vision-Language Model Inference",
 ICML 2025, arXiv 2410.04417) — port of ``Gumpest/SparseVLMs@26a5f48`` (``USE_VERSION=1_0``:
 ``llava/model/language_model/modelling_sparse_llama.py::LlamaDynamicvitModel.forward``,
-``score.py::attn_postprocess_topk``, ``utils.py::cluster_and_merge``), with FastVID's LLaVA-OV schedule (METHODS.md §8;
-FLOPS.md §2). No official Qwen2 port exists; this module is the harness's own port.
+``score.py::attn_postprocess_topk``, ``utils.py::cluster_and_merge``), with FastVID's LLaVA-OV schedule
+(docs/methods/sparsevlm.md; FastVID Table 11). No official Qwen2 port exists; this module is the harness's own port.
 
 Rule, for one sample:
 
@@ -14,7 +14,7 @@ Rule, for one sample:
    order; RoPE positions **renumbered** (v1 truncates ``position_ids[:, :len(kept)]``; ``in_llm_positions="renumber"``).
 4. **Recycling** (v1, ``recycle``): the top 30% (``int(0.3·n_del)+1``) of the deleted tokens by score are clustered by
    DPC-KNN into ``int(n/10)+1`` means (``cluster_and_merge``: density over k = #clusters neighbours, ``rand·1e-6``
-   density noise from ``ctx.generator()``, METHODS.md §14.6) which are placed after the kept video tokens.
+   density noise from ``ctx.generator()``, docs/methods.md §5.5) which are placed after the kept video tokens.
 
 ``retention`` follows the published schedule ``reference_ratios`` through
 :func:`~adatp_bench.pruning.pdrop.pyramid_ratios` (r = ρ_1 reproduces it; r = 1 is the identity); layers scale with
@@ -247,7 +247,7 @@ class SparseVLM(PruningMethod):
             return video[kept_local]
         order = torch.topk(scores[deleted_local.to(scores.device)], n_recycled).indices.cpu()  # descending score
         recycled = video[deleted_local[order]]
-        generator = ctx.stats.setdefault(GEN_KEY, ctx.generator())  # one noise stream per sample (§14.6)
+        generator = ctx.stats.setdefault(GEN_KEY, ctx.generator())  # one noise stream per sample (docs/methods.md §5.5)
         merged, centres = cluster_and_merge(state.hidden[0, recycled.to(state.hidden.device)], n_clusters, generator)
         centre_positions = recycled[centres.cpu()]
         slots = torch.sort(torch.cat([video[kept_local], centre_positions])).values

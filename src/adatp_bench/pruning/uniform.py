@@ -1,7 +1,7 @@
 """Uniform spatial pooling — a cheap reference, not from a paper: each frame is pooled to a coarser, evenly spread grid.
 
 Each frame's h×w token grid becomes a ``gh×gw`` grid with ``gh·gw ≤ int(T·r)`` (the per-frame budget of
-VisionZip*/FastVID, FLOPS.md §1.4): the largest near-square grid, ``s×(s+1)`` if it fits, else ``s×s`` with
+VisionZip*/FastVID, docs/flops.md §3): the largest near-square grid, ``s×(s+1)`` if it fits, else ``s×s`` with
 ``s = ⌊√budget⌋`` (49 → 7×7, 42 → 6×7, 39 → 6×6, 19 → 4×4, 16 → 4×4). Region ``(i, j)`` covers rows
 ``⌊i·h/gh⌋ … ⌈(i+1)·h/gh⌉ − 1`` and likewise columns (``adaptive_avg_pool2d``'s regions); its token sits on the region's
 centre cell. ``mode="pool"`` averages the region (spatial pooling), ``mode="sample"`` keeps the centre token itself.

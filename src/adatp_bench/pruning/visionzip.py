@@ -1,25 +1,26 @@
 """VisionZip (Yang et al., "VisionZip: Longer is Better but Not Necessary in Vision Language Models", CVPR 2025,
-arXiv 2412.04467), per frame, in the two variants of FastVID's Table 1 (METHODS.md §4, §14.8).
+arXiv 2412.04467), per frame, in the two variants of FastVID's Table 1 (docs/methods/visionzip.md,
+docs/methods.md §5.1).
 
 Official code ``dvlab-research/VisionZip@3151f6d`` (CLIP/LLaVA only: ``visionzip/clip_encoder.py::
 CLIPVisionTower_VisionZip.forward``, ``visionzip/utils.py::CLIPAttention_forward``). The only public SigLIP/LLaVA-OV
 port is HoliTom's, which we follow for every SigLIP-specific rule: ``cokeshao/HoliTom@e9b2972:visionzip/llava_arch.py``
 (nested ``visionzip``) and ``LLaVA-NeXT/llava/model/multimodal_encoder/siglip_encoder.py`` (L196–246, L610–617).
 
-Per frame, with a budget of ``S = int(tokens_per_frame · r)`` tokens (FLOPS.md §1.4) split ``D = int(S · 54/64)``
+Per frame, with a budget of ``S = int(tokens_per_frame · r)`` tokens (docs/flops.md §3) split ``D = int(S · 54/64)``
 dominant + ``C = S − D`` contextual (HoliTom ``DOMINANT_RATIO = 54/64``; FastVID App. A.1 "54:10"):
 
 1. **Dominance** = the mean attention each token *receives* in the last vision layer the LLM reads, averaged over heads
    and queries (SigLIP has no CLS token; ``siglip_encoder.py`` L617 ``attn.mean(1).mean(1)``). We recompute that
    layer's softmax(q kᵀ/√d) in fp32 from its own weights on its input (``vision_hidden_states``), one frame at a time,
-   so the tower itself keeps running with SDPA (ECOSYSTEM.md §8.5).
+   so the tower itself keeps running with SDPA (docs/upstream.md §8).
 2. **Dominant tokens**: the top-D by dominance, emitted in spatial order (``masked_select`` upstream).
 3. **Contextual tokens**: the other tokens, in spatial order, are compared by the cosine of their **key averaged over
    heads** (``raw_key_states.mean(1)``, the "metric"). Targets are every ``step = max(1, R // C)``-th of the ``R``
    remaining tokens (the first C of them); every other remaining token joins its most similar target. A contextual
    token is ``target + mean(assigned)`` — the official arithmetic (``llava_arch.py`` "contextual_tokens = target_hidden
-   + aggregated_hidden"; the CLIP code has the same sum, METHODS.md §4 quirk 4). ``official_compat=False`` uses the
-   plain mean ``(target + Σ assigned) / (1 + n)`` instead.
+   + aggregated_hidden"; the CLIP code ``visionzip/clip_encoder.py`` at ``dvlab-research/VisionZip@3151f6d`` has the
+   same sum). ``official_compat=False`` uses the plain mean ``(target + Σ assigned) / (1 + n)`` instead.
 4. Output per frame: ``[dominant..., contextual...]`` (HoliTom's ``one_token`` layout); each contextual token carries
    the grid cell of its target. On LLaVA-Video's per-row layout the sequence builder re-sorts tokens by cell and adds
    newlines per ``row_newlines``: FastVID's Table 2 counts 64 newlines for both VisionZip rows, one per frame
@@ -34,9 +35,9 @@ Variants (two registered methods, one algorithm):
   then run the LLM's own ``multi_modal_projector`` on the S kept tokens; no pooling. Each kept patch takes the pooled
   grid cell that covers it (average pooling: ``row // 2``; bilinear: the cell whose sample point is nearest,
   ``floor((2p+1)·h / 2s)``), which fixes its newline row on LLaVA-Video; two patches may share a cell. FastVID does not
-  publish this variant's code; "before pooling" is METHODS.md §4's reading [H].
+  publish this variant's code; "before pooling" is our reading [H] (its VisionZip* is the after-pooling variant).
 
-Positions are contiguous (the sequence is built after reduction, METHODS.md §14.3). Retention 1.0 returns the pooled
+Positions are contiguous (the sequence is built after reduction, docs/methods.md §5.3). Retention 1.0 returns the pooled
 tokens untouched (the unpruned model), so it is exactly vanilla in both variants.
 """
 

@@ -3,11 +3,11 @@
 `python -m adatp_bench.report.flops_table` (`make flops-table`; a few seconds on CPU, no weights) prints
 
 (a) every row of FastVID Table 1 (LLaVA-OV-7B) and Table 2 (LLaVA-Video-7B) whose token schedule is known: our
-    TFLOPs (FLOPS.md §1.2) vs the published value, matched to the printed precision; the two rows FLOPS.md §2 flags
-    (PruneVid 10.1%/3.9%, FastVID+FastV 9.7%/3.6%) are shown with the explanation of the gap;
+    TFLOPs (docs/flops.md §1) vs the published value, matched to the printed precision; the two rows that do not match
+    (PruneVid 10.1%/3.9%, FastVID+FastV 9.7%/3.6%; docs/flops.md §4) are shown with the explanation of the gap;
 (b) every (model, method, budget) cell of conf/experiment/table1.yaml: each method is built from its conf/method YAML,
     validated on the full-size model and asked for `expected_video_tokens` on the full-size layout; the counts are
-    converted to the paper convention (FLOPS.md §1.4) and turned into TFLOPs and % of the same model's vanilla, or
+    converted to the paper convention (docs/flops.md §3) and turned into TFLOPs and % of the same model's vanilla, or
     reported as invalid (the ConfigError) or data-dependent; cells with a FastVID row are compared with it;
 (c) the AdaTP operating points of conf/experiment/table1_adatp.yaml next to AdaTP's published % FLOPs targets;
 (d) FastVID's settings outside the budget grid (DyCoke 32.5%, PruneVID β = 11%, PDrop and SparseVLM schedules);
@@ -28,14 +28,15 @@ from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
-from omegaconf import OmegaConf
 from tabulate import tabulate
 
 from adatp_bench import flops
+from adatp_bench.config import compose, method_defaults
 from adatp_bench.errors import ConfigError
 from adatp_bench.models.full_size import load_full_size_config, video_path
 from adatp_bench.models.layout import VideoLayout
-from adatp_bench.pruning import CONF_DIR, PruningMethod, build_method, load_method_config
+from adatp_bench.pruning import PruningMethod, build_method
+from adatp_bench.report.grid import experiment_axes
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 
@@ -45,15 +46,15 @@ PUBLISHED_TABLES: dict[str, tuple[str, str, str]] = {
     "fastvid_table2_llava_video_7b.csv": ("llava_video_7b", "tflops_incl_newlines", "FastVID Table 2 (LLaVA-Video-7B)"),
 }
 
-#: Rows whose printed TFLOPs the formula does not reproduce (FLOPS.md §2 "off" rows): (method, retention) → why.
+#: Rows whose printed TFLOPs the formula does not reproduce (docs/flops.md §4): (method, retention) → why.
 FLAGGED_ROWS: dict[tuple[str, str], str] = {
     ("PruneVID", "10.1%/3.9%"): (
         "printed 2.58 is above the formula for 10 layers at 635.6 (10.1%) + 18 at 245 (3.9%; PruneVid's second stage "
-        "'at layer 10'); the exact per-layer counts are not published (FLOPS.md §2: ≈2% off)"
+        "'at layer 10'); the exact per-layer counts are not published (docs/flops.md §4: ≈2% off)"
     ),
     ("FastVID+FastV", "9.7%/3.6%"): (
         "printed 2.47 is above the formula for 10 layers at 608 (9.7%) + 18 at 226 (3.6% of 6272); the exact in-LLM "
-        "schedule is not published (FLOPS.md §2: ≈3% off)"
+        "schedule is not published (docs/flops.md §4: ≈3% off)"
     ),
 }
 
@@ -86,7 +87,7 @@ class PublishedRow:
 
     @property
     def flag(self) -> str | None:
-        """FLOPS.md §2 explanation if this is one of the rows the formula does not reproduce."""
+        """The explanation (docs/flops.md §4) if this is one of the rows the formula does not reproduce."""
         return FLAGGED_ROWS.get((self.method, self.retention))
 
 
@@ -129,7 +130,7 @@ def load_published_rows(reference_dir: Path = REFERENCE_DIR) -> list[PublishedRo
 
 
 def check_published_rows(reference_dir: Path = REFERENCE_DIR) -> list[RowCheck]:
-    """Recompute every published row with the FLOPS.md §1.2 formula."""
+    """Recompute every published row with the paper formula (docs/flops.md §1.1)."""
     checks = []
     for row in load_published_rows(reference_dir):
         schedule = flops.parse_schedule(row.schedule)
@@ -139,7 +140,7 @@ def check_published_rows(reference_dir: Path = REFERENCE_DIR) -> list[RowCheck]:
 
 
 def explain_flagged(check: RowCheck) -> list[str]:
-    """Alternative schedules that reproduce a flagged two-stage row (FLOPS.md §2 notes)."""
+    """Alternative schedules that reproduce a flagged two-stage row (docs/flops.md §4)."""
     cfg = _config(check.row.model)
     counts = check.tokens_per_layer
     layers = len(counts)
@@ -234,7 +235,7 @@ def standard_entries() -> list[tuple[str, str, list[float]]]:
         vp, layers = video_path(model), _config(model).text_config.num_hidden_layers
         n = vp.paper_video_tokens
         entries.append(("vanilla", model, vanilla_schedule(model)))
-        for r in (0.25, 0.20, 0.15, 0.10):  # FastVID's per-frame budget int(196·r) (FLOPS.md §1.4)
+        for r in (0.25, 0.20, 0.15, 0.10):  # FastVID's per-frame budget int(196·r) (docs/flops.md §3)
             per_frame = int(vp.tokens_per_frame * r)
             entries.append(
                 (
@@ -248,7 +249,7 @@ def standard_entries() -> list[tuple[str, str, list[float]]]:
     model = "llava_video_7b"
     vp, layers = video_path(model), _config(model).text_config.num_hidden_layers
     entries.append(("vanilla (10816 + 832 newlines)", model, vanilla_schedule(model)))
-    for r in (0.25, 0.10):  # FastVID*/VisionZip: int(169·r) per frame + one newline per frame (FLOPS.md §1.4)
+    for r in (0.25, 0.10):  # FastVID*/VisionZip: int(169·r) per frame + one newline per frame (docs/flops.md §3)
         per_frame = int(vp.tokens_per_frame * r)
         n = per_frame * vp.frames + vp.frames
         entries.append((f"input-only {per_frame}/frame + 1 newline/frame", model, flops.uniform_schedule(n, layers)))
@@ -308,11 +309,9 @@ KNOWN_GAPS: dict[tuple[str, str, str], str] = {
 
 def table1_grid(experiment: str = "table1") -> tuple[list[str], list[str], list[str]]:
     """(models, methods, budgets) swept by conf/experiment/<experiment>.yaml."""
-    params = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
-    models, methods, budgets = (
-        [v.strip() for v in str(params[key]).split(",")] for key in ("model", "method", "budget")
-    )
-    return models, methods, budgets
+    _, axes = experiment_axes(experiment)
+    values = {axis[0].partition("=")[0]: [o.partition("=")[2] for o in axis] for axis in axes}
+    return values["model"], values["method"], values["budget"]
 
 
 def full_size_layout(model: str) -> VideoLayout:
@@ -373,7 +372,7 @@ class GridRow:
 
 
 def paper_counts(layout: VideoLayout, counts: Sequence[int], *, newline_ranked: bool, newlines: int) -> list[int]:
-    """Video positions per layer → the paper convention (FLOPS.md §1.4): LLaVA-Video's kept row newlines count, the
+    """Video positions per layer → the paper convention (docs/flops.md §3): LLaVA-Video's kept row newlines count, the
     LLaVA-OV trailing newline does not. `newlines` = OV newlines the method keeps (1, or 0 with a "none" policy); with
     `newline_ranked` the newline is taken as dropped in every pruned layer."""
     if layout.newline_layout == "per_row":
@@ -450,7 +449,7 @@ def grid_rows(experiment: str = "table1") -> list[GridRow]:
     rows = []
     for model in models:
         for method in methods:
-            configs = {b: load_method_config(method, b) for b in budgets}
+            configs = {b: method_defaults(method, b) for b in budgets}
             if all(c == configs[budgets[0]] for c in configs.values()):  # budget-independent (vanilla)
                 configs = {"all": configs[budgets[0]]}
             csv_method, retentions, note = FASTVID_EQUIVALENTS.get((model, method), ("", {}, ""))
@@ -474,13 +473,14 @@ class OperatingPoint:
 
 def operating_points(experiment: str = "table1_adatp") -> list[OperatingPoint]:
     """The AdaTP operating points swept by conf/experiment/<experiment>.yaml, with their published targets."""
-    params = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
+    fixed, axes = experiment_axes(experiment)
     targets = adatp_targets()
     out = []
-    for name in (v.strip() for v in str(params["+operating_point"]).split(",")):
-        node = OmegaConf.load(CONF_DIR / "operating_point" / f"{name}.yaml")
-        picks = {key.rsplit("/", 1)[-1]: value for entry in node.defaults for key, value in entry.items()}
-        label = str(node.setting_label)
+    for override in next(axis for axis in axes if axis[0].startswith("+operating_point=")):
+        name = override.partition("=")[2]
+        cfg = compose([*fixed, override], return_hydra_config=True)
+        picks = cfg.hydra.runtime.choices
+        label = str(cfg.setting_label)
         pct = float(label.partition("%")[0])
         match = [t for m, t in targets if m == picks["model"] and abs(t - pct) < 5e-3]
         if len(match) != 1:
@@ -492,7 +492,7 @@ def operating_points(experiment: str = "table1_adatp") -> list[OperatingPoint]:
 def operating_point_rows(experiment: str = "table1_adatp") -> list[tuple[OperatingPoint, GridRow]]:
     """Each AdaTP operating point evaluated like a grid cell (the presets are `adatp` settings)."""
     return [
-        (op, evaluate_cell(op.model, op.method, load_method_config(op.method), op.label, build_as="adatp"))
+        (op, evaluate_cell(op.model, op.method, method_defaults(op.method), op.label, build_as="adatp"))
         for op in operating_points(experiment)
     ]
 
@@ -532,14 +532,14 @@ OUTSIDE_GRID: list[OutsideGrid] = [
         "llava_ov_7b",
         "pdrop",
         {"retention": 0.041, "reference_ratios": [0.041, 0.020, 0.010]},
-        ("14.7", "FastVID Table 11; FLOPS.md §2"),
+        ("14.7", "FastVID Table 11; docs/flops.md §4"),
     ),
     OutsideGrid(
         "SparseVLM 10.4/5.3/2.9%, no recycling",
         "llava_ov_7b",
         "sparsevlm",
         {"retention": 0.104, "recycle": False},
-        ("7.06", "FastVID Table 11; FLOPS.md §2"),
+        ("7.06", "FastVID Table 11; docs/flops.md §4"),
     ),
 ]
 
@@ -553,7 +553,7 @@ def outside_grid_rows() -> list[tuple[str, GridRow]]:
         if published is None:  # a printed value that is not in report/reference/ (FastVID Table 11)
             value, source = o.printed
             published = PublishedRow(source, o.model, o.method, o.label, "", value)
-        settings = {**load_method_config(o.method), **o.overrides}
+        settings = {**method_defaults(o.method), **o.overrides}
         out.append((o.label, evaluate_cell(o.model, o.method, settings, o.label, published, known_gap=o.known_gap)))
     return out
 
@@ -732,7 +732,7 @@ def adatp_equivalents(reference_dir: Path = REFERENCE_DIR) -> list[KeepSolution]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# (f) meta-device cross-check (FLOPS.md §4.1)
+# (f) meta-device cross-check (docs/flops.md §8.2)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -846,7 +846,7 @@ def main() -> None:
     """Print (a)-(f)."""
     start = time.perf_counter()
     print("FLOPs convention: LLM prefill, video tokens only, multiply-accumulates / 1e12, printed as TFLOPs")
-    print("(FastVID App. A.2; FLOPS.md §1.2). Published values are for comparison only (report/reference/README.md).\n")
+    print("(FastVID App. A.2; docs/flops.md). Published values are for comparison only (report/reference/README.md).\n")
 
     checks = check_published_rows()
     print("(a) Published rows: ours vs printed (match = equal at the printed precision)\n")
@@ -865,7 +865,7 @@ def main() -> None:
     headers = ["table", "method", "R", "video tokens per layer", "ours", "printed", "match"]
     print(tabulate(rows, headers=headers, disable_numparse=True))
     matched = sum(c.matches for c in checks)
-    print(f"\n{matched}/{len(checks)} rows match. Rows the formula does not reproduce (FLOPS.md §2):")
+    print(f"\n{matched}/{len(checks)} rows match. Rows the formula does not reproduce (docs/flops.md §4):")
     for c in checks:
         if not c.matches:
             print("\n".join(explain_flagged(c)) if c.row.flag else f"  UNEXPECTED mismatch: {c.row}")
@@ -914,7 +914,7 @@ def main() -> None:
         )
     )
 
-    print("\n(f) Meta-device cross-check (FlopCounterMode, 2 FLOPs per MAC; FLOPS.md §4.1)\n")
+    print("\n(f) Meta-device cross-check (FlopCounterMode, 2 FLOPs per MAC; docs/flops.md §8.2)\n")
     for line in meta_cross_check():
         print(line)
     print(f"\ndone in {time.perf_counter() - start:.1f} s")

@@ -15,17 +15,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-import adatp_bench.conf_resolvers  # noqa: F401  (registers ${cwd:})
-from adatp_bench.errors import ConfigError
+from adatp_bench.config import compose, group_options, hydra_session, method_settings, require_option, search_dirs
 from adatp_bench.results import atomic_write_text
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+#: Grids at least this large are cached (composing costs ≈ 0.1 s per cell; small grids are cheaper to recompose).
+CACHE_MIN_CELLS = 50
 
 
 @dataclass(frozen=True)
@@ -53,49 +52,56 @@ class Cell:
         return str(self.config.benchmark.name)
 
     def method_settings(self) -> dict:
-        data = OmegaConf.to_container(self.config.method, resolve=True)
-        return {k: v for k, v in data.items() if k != "name"}
+        return method_settings(self.config.method)
 
 
-def _group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def _expand(key: str, value: str) -> list[str]:
-    """Values of one sweep parameter, parsed by Hydra's own override parser (lists, ranges, glob)."""
+def _expand(key: str, value: str, overrides: list[str]) -> list[str]:
+    """Values of one sweep parameter, parsed by Hydra's own override parser (lists, ranges, glob over the group's
+    options, ``hydra.searchpath`` folders in ``overrides`` included)."""
     override = OverridesParser.create().parse_override(f"{key}={value}")
     if not override.is_sweep_override():
         return [str(override.value())]
     sweep = override.value()
     if isinstance(sweep, Glob):
-        return sweep.filter(_group_options(key))
+        return sweep.filter(group_options(key, overrides))
     return list(override.sweep_string_iterator())
 
 
 def experiment_axes(experiment: str, extra_overrides: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
-    """The fixed overrides of an experiment and its sweep axes (each a list of ``key=value`` overrides)."""
-    extra = list(extra_overrides or [])
-    if not (CONF_DIR / "experiment" / f"{experiment}.yaml").exists():
-        valid = ", ".join(_group_options("experiment"))
-        raise ConfigError(f"unknown experiment {experiment!r}; valid: {valid}")
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        root = compose("config", overrides=[f"experiment={experiment}", *extra], return_hydra_config=True)
+    """The fixed overrides of an experiment and its axes (each a list of ``key=value`` overrides), as Hydra's basic
+    sweeper builds them: the experiment's ``hydra.sweeper.params`` first, then ``extra_overrides``, a later value of a
+    key replacing an earlier one (``method=fastv`` on the command line narrows the experiment's method axis)."""
+    parsed = OverridesParser.create().parse_overrides(list(extra_overrides or []))
+    plain = [o.input_line for o in parsed if not o.is_sweep_override()]
+    require_option("experiment", experiment, plain)
+    root = compose([f"experiment={experiment}", *plain], return_hydra_config=True)
     params = OmegaConf.to_container(root.hydra.sweeper.params) or {}
-    axes = [[f"{k}={v}" for v in _expand(k.lstrip("+"), str(val))] for k, val in params.items()]
-    return [f"experiment={experiment}", *extra], axes
+    axes: dict[str, list[str]] = {}
+    for key, value in params.items():
+        axes[key.lstrip("+~")] = [f"{key}={v}" for v in _expand(key.lstrip("+"), str(value), plain)]
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            value = override.input_line.partition("=")[2]
+            axes[key.lstrip("+~")] = [f"{key}={v}" for v in _expand(key.lstrip("+"), value, plain)]
+        else:
+            axes[key.lstrip("+~")] = [override.input_line]
+    return [f"experiment={experiment}"], list(axes.values())
 
 
 def _cache_path(combos: list[tuple[str, ...]]) -> Path:
-    """Cache file for these combinations: keyed by every file under conf/, the overrides, the working directory and
-    the code that computes run ids. Lives in ``$ADATP_CACHE_DIR`` (default ``~/.cache/adatp_bench``)."""
+    """Cache file for these combinations: keyed by every config file they can read (the packaged tree and any
+    ``hydra.searchpath`` folder), the overrides, the working directory and the code that computes run ids. Lives in
+    ``$ADATP_CACHE_DIR`` (default ``~/.cache/adatp_bench``)."""
     import inspect
 
     from adatp_bench.results import run_id
     from adatp_bench.run import cell_identity
 
     digest = hashlib.sha1(inspect.getsource(cell_identity).encode() + inspect.getsource(run_id).encode())
-    for path in sorted(CONF_DIR.rglob("*.yaml")):
-        digest.update(str(path.relative_to(CONF_DIR)).encode() + path.read_bytes())
+    for root in search_dirs(combos[0] if combos else ()):
+        for path in sorted(root.rglob("*.yaml")):
+            digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
     digest.update(json.dumps([list(c) for c in combos]).encode() + os.getcwd().encode())
     root = Path(os.environ.get("ADATP_CACHE_DIR", Path.home() / ".cache" / "adatp_bench"))
     return root / f"grid-{digest.hexdigest()[:16]}.json"
@@ -111,17 +117,16 @@ def compose_cells(combos: list[tuple[str, ...]], desc: str = "grid") -> list[Cel
     from adatp_bench.run import cell_identity
 
     cache = _cache_path(combos)
-    if cache.exists():
+    if len(combos) >= CACHE_MIN_CELLS and cache.exists():
         rows = json.loads(cache.read_text())
         return [Cell(tuple(r["overrides"]), OmegaConf.create(r["config"]), r["run_id"]) for r in rows]
     cells: dict[str, Cell] = {}
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with hydra_session():
         for combo in tqdm(combos, desc=desc, disable=len(combos) < 50, leave=False):
-            cfg = compose("config", overrides=list(combo))
-            settings = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k != "name"}
-            rid = run_id(cell_identity(cfg, settings))
+            cfg = compose(combo)
+            rid = run_id(cell_identity(cfg, method_settings(cfg.method)))
             cells.setdefault(rid, Cell(overrides=tuple(combo), config=cfg, run_id=rid))
-    if len(combos) >= 50:
+    if len(combos) >= CACHE_MIN_CELLS:
         rows = [
             {
                 "overrides": list(c.overrides),

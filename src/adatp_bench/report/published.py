@@ -82,7 +82,7 @@ def published_row(model: str, method: str, setting: str) -> dict[str, object] | 
         return {
             "avg": float(row.avg),
             "flops_pct": float(row.flops_pct),
-            "source": "AdaTP headline (project specification; TABLES.md §1.1)",
+            "source": "AdaTP headline (arXiv 2505.20100; values from the project specification)",
         }
     df = _fastvid_tables()
     hit = df[(df.model == title) & (df.method == name) & (df.retention == printed_retention(model, setting))]

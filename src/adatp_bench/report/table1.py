@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -197,6 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     counts = long.status.value_counts().to_dict()
     print(table.drop(columns=["published source"]).map(_fmt).to_markdown(index=False))
     print(f"\ncells: {counts}; wrote " + ", ".join(str(p) for p in paths.values()))
+    if counts.get("failed"):
+        # Everything is written first; the exit status then says the table holds failed cells (listed in table1.md).
+        sys.exit(f"{counts['failed']} failed cell(s) in the table; their errors are listed in {paths['md']}")
 
 
 if __name__ == "__main__":
