@@ -19,9 +19,9 @@ import argparse
 import itertools
 from dataclasses import dataclass
 
+from adatp_bench.core.layout import VideoLayout
 from adatp_bench.flops import paper_tflops
 from adatp_bench.models.full_size import load_full_size_config, video_path
-from adatp_bench.models.layout import VideoLayout
 from adatp_bench.pruning.adatp import AdaTP
 
 #: (preset name, full-size model, target % of vanilla FLOPs) — AdaTP headline results (report/reference/).

@@ -11,11 +11,13 @@ import pytest
 import torch
 
 from adatp_bench.config import method_defaults
+from adatp_bench.core.context import SampleContext
+from adatp_bench.core.layout import VideoLayout
+from adatp_bench.core.sequence import NEWLINE, TEXT, VISUAL, SequenceState
 from adatp_bench.errors import ConfigError
 from adatp_bench.flops import paper_tflops
 from adatp_bench.models.adapter import VideoLLM
 from adatp_bench.models.full_size import load_full_size_config
-from adatp_bench.models.layout import VideoLayout
 from adatp_bench.pruning import build_method
 from adatp_bench.pruning.adatp import (
     AdaTP,
@@ -26,7 +28,6 @@ from adatp_bench.pruning.adatp import (
     segment_relevance,
     segment_shares,
 )
-from adatp_bench.pruning.base import NEWLINE, TEXT, VISUAL, SampleContext, SequenceState
 from adatp_bench.pruning.segments import allocate, segment_frames, segment_of_frame, transition_similarity
 
 QUESTION = "Which scene comes first?\nA. red\nB. blue"

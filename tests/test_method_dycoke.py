@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from adatp_bench.core.layout import VideoLayout
 from adatp_bench.errors import ConfigError
 from adatp_bench.models.adapter import VideoLLM
-from adatp_bench.models.layout import VideoLayout
 from adatp_bench.pruning import build_method
 from adatp_bench.pruning.dycoke import merging_ratio, pruned_frame_keep, ttm_keep_indices, ttm_plan
 

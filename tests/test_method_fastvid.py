@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from adatp_bench.core.layout import VisualTokens
+from adatp_bench.core.sequence import VISUAL
 from adatp_bench.models.adapter import VideoLLM
-from adatp_bench.models.layout import VisualTokens
 from adatp_bench.pruning import build_method
-from adatp_bench.pruning.base import VISUAL
 from adatp_bench.pruning.fastvid import anchor_counts_onevision, budgets_llava_video, dtm_update, dyseg
 
 QUESTION = "What happens?"

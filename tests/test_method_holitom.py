@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import transformers.models.siglip.modeling_siglip as siglip_mod
 
 from adatp_bench.models.adapter import VideoLLM
+from adatp_bench.models.attention import probe_attention
 from adatp_bench.pruning import build_method
 from adatp_bench.pruning.holitom import (
     merge_by_attention_density,
@@ -18,10 +19,8 @@ from adatp_bench.pruning.holitom import (
     merge_into_centres,
     outer_stage,
     select_static_windows,
-    siglip_received_attention,
     static_window_gain,
 )
-from adatp_bench.pruning.probe import probe_attention
 from llm_layers import layer_inputs
 
 QUESTION = "Which scene comes first?\nA. red\nB. blue"
@@ -121,14 +120,17 @@ def test_inner_merge_matches_the_upstream_loop_on_random_states() -> None:
 
 
 def test_siglip_attention_equals_eager_mean_received(tiny_llm: VideoLLM, scene_frames: np.ndarray) -> None:
+    """``ctx.vision_attention()`` (what HoliTom scores with) equals eager SigLIP's mean received attention of the layer
+    feeding the projector."""
     with build_method("vanilla")(tiny_llm):
         _, ctx, _, _ = tiny_llm.prepare(scene_frames, QUESTION)
-    got = siglip_received_attention(ctx)
-    layer = tiny_llm.model.model.vision_tower.encoder.layers[
-        -1
-    ]  # vision_feature_layer −1: the last layer's attention
+    got = ctx.vision_attention().received
+    layer = tiny_llm.model.model.vision_tower.encoder.layers[-1]  # vision_feature_layer −1: the last layer's attention
     attn = layer.self_attn
-    x = layer.layer_norm1(ctx.vision_hidden_states[-2])
+    pixels = tiny_llm.pixel_values(scene_frames).flatten(0, 1)
+    with torch.no_grad():
+        states = tiny_llm.model.model.vision_tower(pixels, output_hidden_states=True).hidden_states
+    x = layer.layer_norm1(states[-2])
     shape = (*x.shape[:2], -1, attn.head_dim)
     with torch.no_grad():
         q, k, v = (proj(x).view(shape).transpose(1, 2) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))

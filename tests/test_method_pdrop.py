@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from adatp_bench.core.layout import VideoLayout
 from adatp_bench.errors import ConfigError
 from adatp_bench.models.adapter import VideoLLM
-from adatp_bench.models.layout import VideoLayout
+from adatp_bench.models.attention import probe_attention
 from adatp_bench.pruning import build_method
-from adatp_bench.pruning.pdrop import pyramid_ratios, scale_layers
-from adatp_bench.pruning.probe import probe_attention
+from adatp_bench.pruning.schedule import pyramid_ratios, scale_layers
 from llm_layers import layer_inputs, run_layer
 
 QUESTION = "Which scene comes first?\nA. red\nB. blue"

@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from adatp_bench.core.context import SampleContext
+from adatp_bench.core.layout import VisualTokens
 from adatp_bench.models.adapter import VideoLLM
-from adatp_bench.models.layout import VisualTokens
+from adatp_bench.models.attention import probe_attention
 from adatp_bench.pruning import build_method
-from adatp_bench.pruning.base import SampleContext
-from adatp_bench.pruning.probe import probe_attention
 from adatp_bench.pruning.prunevid import (
     GROUPS_KEY,
     keep_per_group,

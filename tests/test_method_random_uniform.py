@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from adatp_bench.models.layout import VideoLayout, VisualTokens
+from adatp_bench.core.context import SampleContext
+from adatp_bench.core.layout import VideoLayout, VisualTokens
 from adatp_bench.pruning import build_method
-from adatp_bench.pruning.base import SampleContext
 from adatp_bench.pruning.random_prune import random_keep
 from adatp_bench.pruning.uniform import pooled_grid, region_centres
 

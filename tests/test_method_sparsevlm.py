@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from adatp_bench.core.layout import VideoLayout
 from adatp_bench.models.adapter import VideoLLM
-from adatp_bench.models.layout import VideoLayout
+from adatp_bench.models.attention import probe_attention
 from adatp_bench.pruning import build_method
-from adatp_bench.pruning.probe import probe_attention
 from adatp_bench.pruning.sparsevlm import cluster_and_merge, rater_scores, recycled_counts, select_raters
 from llm_layers import layer_inputs, run_layer
 

@@ -7,16 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from adatp_bench.core.layout import VisualTokens
 from adatp_bench.models.adapter import VideoLLM
-from adatp_bench.models.layout import VisualTokens
+from adatp_bench.models.attention import vision_layer_attention
+from adatp_bench.models.view import patch_to_cell
 from adatp_bench.pruning import build_method
-from adatp_bench.pruning.visionzip import (
-    feature_layer_input,
-    patch_to_cell,
-    received_attention_and_keys,
-    split_budget,
-    visionzip_select,
-)
+from adatp_bench.pruning.visionzip import split_budget, visionzip_select
 
 QUESTION = "What happens?"
 
@@ -70,7 +66,7 @@ def test_received_attention_matches_eager_siglip() -> None:
     with torch.no_grad():
         out = tower(pixels, output_hidden_states=True, output_attentions=True)
     layer = tower.encoder.layers[-1]
-    received, keys = received_attention_and_keys(layer, out.hidden_states[-2])
+    received, keys = vision_layer_attention(layer, out.hidden_states[-2])
     torch.testing.assert_close(received, out.attentions[-1].mean(1).mean(1), rtol=1e-5, atol=1e-6)
     x = layer.layer_norm1(out.hidden_states[-2])
     want_keys = layer.self_attn.k_proj(x).view(3, -1, layer.self_attn.num_heads, layer.self_attn.head_dim).mean(2)
@@ -101,8 +97,7 @@ def test_visionzip_star_on_tiny_keeps_top_received_attention(tiny_llm: VideoLLM,
     dominant, contextual = split_budget(budget, 54 / 64)
     assert (dominant, contextual) == (5, 1)
     assert kept.counts_per_frame(nf).tolist() == [budget] * nf
-    layer, layer_input = feature_layer_input(ctx)
-    received, _ = received_attention_and_keys(layer, layer_input)
+    received = ctx.vision_attention().received  # the layer feeding the projector: the last of the tiny tower
     pooled = ctx.pool_map(received).reshape(nf, h * w)
     cells = (kept.row * w + kept.col).view(nf, budget)
     for f in range(nf):
@@ -118,8 +113,7 @@ def test_visionzip_pre_projects_selected_patches(tiny_llm: VideoLLM, scene_frame
     budget = int(h * w * 0.25)
     dominant, _ = split_budget(budget, 54 / 64)
     assert kept.counts_per_frame(nf).tolist() == [budget] * nf
-    layer, layer_input = feature_layer_input(ctx)
-    received, _ = received_attention_and_keys(layer, layer_input)  # (F, 81) over the 9×9 patches: no pooling
+    received = ctx.vision_attention().received  # (F, 81) over the 9×9 patches: no pooling
     side = tiny_llm.patches_per_side
     projector = tiny_llm.model.model.multi_modal_projector
     for f in range(nf):

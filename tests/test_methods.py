@@ -140,7 +140,7 @@ def test_unknown_method_and_setting() -> None:
 
 def test_fastv_keeps_exactly_the_probe_top_r(tiny_llm: VideoLLM, scene_frames: np.ndarray) -> None:
     """FastV keeps the top-R video positions of layer K−1's last-row, head-mean attention (computed here by hand)."""
-    from adatp_bench.pruning.probe import probe_attention
+    from adatp_bench.models.attention import probe_attention
 
     method = build_method("fastv", k=2, retention=0.3)
     with method(tiny_llm):

@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from adatp_bench.core.layout import VideoLayout, VisualTokens
 from adatp_bench.errors import ConfigError, ModelLoadError
 from adatp_bench.models.adapter import VideoLLM
-from adatp_bench.models.layout import VideoLayout, VisualTokens
 from adatp_bench.models.sequence import video_block
 from adatp_bench.models.specs import get_spec
 from adatp_bench.models.tiny import build_tiny_config, build_tiny_model, build_tiny_tokenizer

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2Model
 
-from adatp_bench.pruning.probe import probe_attention
+from adatp_bench.models.attention import probe_attention
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_decode_attention_row_matches_probe_over_full_sequence() -> None:
     """The decode-time row (new token over the post-RoPE KV cache) equals the probe's last row on the whole sequence."""
     from transformers import DynamicCache
 
-    from adatp_bench.models.llm import decode_attention_row
+    from adatp_bench.models.attention import decode_attention_row
 
     torch.manual_seed(0)
     cfg = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -69,6 +69,6 @@ def test_decode_attention_row_matches_probe_over_full_sequence() -> None:
               position_embeddings=(rope[0][:, :20], rope[1][:, :20]))
         last_rope = (rope[0][:, 20:], rope[1][:, 20:])
         layer(x[:, 20:], attention_mask=None, past_key_values=cache, use_cache=True, position_embeddings=last_rope)
-    got = decode_attention_row(layer, x[:, 20:], last_rope, cache, 0)
+    got = decode_attention_row(layer, x[:, 20:], last_rope, cache.layers[0].keys[0])
     want = probe_attention(layer, x, rope)[:, 0]
     assert torch.max(torch.abs(got - want)) <= 1e-5

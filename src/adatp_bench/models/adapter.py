@@ -19,13 +19,15 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
 
+from adatp_bench.core.context import SampleContext, sample_seed
+from adatp_bench.core.layout import VideoLayout, VisualTokens
 from adatp_bench.errors import ConfigError, ModelLoadError
-from adatp_bench.models.layout import VideoLayout, VisualTokens
 from adatp_bench.models.llm import DecoderRunner
 from adatp_bench.models.relevance import RelevanceEncoder
 from adatp_bench.models.sequence import assemble
 from adatp_bench.models.specs import ModelSpec, get_spec
-from adatp_bench.pruning.base import PruningMethod, SampleContext, sample_seed
+from adatp_bench.models.view import LlavaSampleView
+from adatp_bench.pruning.base import PruningMethod
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -128,6 +130,11 @@ class VideoLLM:
     def tokens_per_frame(self) -> int:
         return self.grid_side**2
 
+    @property
+    def num_frames(self) -> int:
+        """Frames sampled per video by default (the spec's)."""
+        return self.spec.num_frames
+
     # -- prompt --------------------------------------------------------------------------------------------------------
     def prompt(self, question: str) -> str:
         """Chat-formatted prompt holding one ``<video>`` placeholder, per the model's conventions."""
@@ -217,8 +224,7 @@ class VideoLLM:
             vision_hidden=vision_hidden,
             pool_map=self.pool,
             relevance=self.relevance if method is not None and method.needs_relevance else None,
-            vision_hidden_states=vision_states,
-            llm=self,
+            model=LlavaSampleView(self.model, self.spec, vision_states),
         )
         if ctx.relevance is not None:
             ctx.relevance.reset_timer()

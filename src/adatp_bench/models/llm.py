@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from adatp_bench.pruning.base import NEWLINE, TEXT, PruningMethod, SampleContext, SequenceState
-from adatp_bench.pruning.probe import probe_attention
+from adatp_bench.core.context import SampleContext
+from adatp_bench.core.sequence import NEWLINE, TEXT, SequenceState
+from adatp_bench.models.attention import decode_attention_row, probe_attention
+from adatp_bench.pruning.base import PruningMethod
 
 
 @dataclass
@@ -139,30 +141,12 @@ class DecoderRunner:
                     position_embeddings=rope_by_pos[pos],
                 )
                 if idx in probe_layers:
-                    attention[idx] = decode_attention_row(layer, layer_input, rope_by_pos[pos], cache, idx)
+                    keys = cache.layers[idx].keys[0]
+                    attention[idx] = decode_attention_row(layer, layer_input, rope_by_pos[pos], keys)
                 if layer_hook is not None:
                     layer_hook(step, idx, cache, ctx, attention)
             logits = self.lm_head(self.lm.norm(hidden))[:, -1]
         return out
-
-
-def decode_attention_row(
-    layer: torch.nn.Module,
-    hidden: torch.Tensor,
-    rope: tuple[torch.Tensor, torch.Tensor],
-    cache: DynamicCache,
-    layer_idx: int,
-) -> torch.Tensor:
-    """(H, S) fp32 attention of one decode token over layer ``layer_idx``'s cache (keys are stored after RoPE)."""
-    attn = layer.self_attn
-    x = layer.input_layernorm(hidden)[0]  # (1, D)
-    q = attn.q_proj(x).view(1, -1, attn.head_dim).transpose(0, 1).float()  # (H, 1, d)
-    cos, sin = (t[0].float() for t in rope)
-    half = q.shape[-1] // 2
-    q = q * cos + torch.cat((-q[..., half:], q[..., :half]), dim=-1) * sin
-    keys = cache.layers[layer_idx].keys[0].float()  # (Hkv, S, d), the new token included
-    keys = keys.repeat_interleave(q.shape[0] // keys.shape[0], dim=0)
-    return torch.softmax((q @ keys.transpose(1, 2)) * attn.scaling, dim=-1)[:, 0]
 
 
 def _bind_probe(layer: torch.nn.Module, hidden: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]):

@@ -1,7 +1,8 @@
 """Build the LLM input sequence of one sample: text before the video, the (possibly pruned) video, text after.
 
-Newlines follow the model's layout (``models/layout.py``). In the per-row layout, a row none of whose tokens survive
-loses its newline under the default policy ``rows_with_kept`` — FastVID's rule: the newline of every row that keeps
+Newlines follow the model's layout and the method's policy (``core/layout.py``: one rule for every method). In the
+per-row layout, a row none of whose tokens survive loses its newline under the default policy ``rows_with_kept`` —
+FastVID's rule: the newline of every row that keeps
 at least one token survives (docs/methods/fastvid.md, docs/flops.md §3). ``per_frame`` keeps one newline per frame
 (FastVID*, VisionZip* on LLaVA-Video); ``all`` keeps every row's newline.
 
@@ -13,56 +14,34 @@ from __future__ import annotations
 
 import torch
 
-from adatp_bench.models.layout import NewlinePolicy, VideoLayout, VisualTokens
-from adatp_bench.pruning.base import NEWLINE, TEXT, VISUAL, SequenceState
+from adatp_bench.core.layout import NewlinePolicy, VideoLayout, VisualTokens
+from adatp_bench.core.sequence import NEWLINE, TEXT, VISUAL, SequenceState
 
 
 def video_block(
     tokens: VisualTokens, layout: VideoLayout, newline: torch.Tensor, policy: NewlinePolicy
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Interleave newlines with the visual tokens.
+    """Interleave the newlines ``policy`` keeps (:meth:`VideoLayout.kept_newline_cells`) with the visual tokens.
 
     Returns:
         features (n, D), kind (n,), frame (n,), row (n,), col (n,) for the video block in sequence order.
     """
-    if layout.newline_layout == "per_video":
-        feats, kind = tokens.features, torch.full((len(tokens),), VISUAL)
-        frame, row, col = tokens.frame, tokens.row, tokens.col
-        if policy != "none":
-            feats = torch.cat([feats, newline[None].to(feats.dtype)])
-            kind = torch.cat([kind, torch.tensor([NEWLINE])])
-            frame = torch.cat([frame, torch.tensor([layout.num_frames - 1])])
-            row = torch.cat([row, torch.tensor([layout.grid_h - 1])])
-            col = torch.cat([col, torch.tensor([layout.grid_w])])
-        return feats, kind, frame, row, col
-
-    # per_row: raster order inside the video, a newline closing each (frame, row) per the policy.
-    tokens = tokens.select(tokens.raster_order(layout))
-    if policy == "all":
-        rows = [(f, r) for f in range(layout.num_frames) for r in range(layout.grid_h)]
-    elif policy == "rows_with_kept":
-        rows = sorted(set(zip(tokens.frame.tolist(), tokens.row.tolist(), strict=True)))
-    elif policy == "per_frame":
-        rows = [(f, layout.grid_h - 1) for f in sorted(set(tokens.frame.tolist()))]
-    elif policy == "full_frame_rows":
-        per_frame = tokens.counts_per_frame(layout.num_frames).tolist()
-        rows = [
-            (f, r)
-            for f, n in enumerate(per_frame)
-            for r in (range(layout.grid_h) if n == layout.tokens_per_frame else [layout.grid_h - 1] if n else [])
-        ]
-    elif policy == "none":
-        rows = []
-    else:
-        raise ValueError(f"unknown newline policy {policy!r}")
-    nl_frame = torch.tensor([f for f, _ in rows], dtype=torch.long)
-    nl_row = torch.tensor([r for _, r in rows], dtype=torch.long)
+    cells = layout.kept_newline_cells(policy, tokens.frame, tokens.row)
+    if layout.newline_layout == "per_video":  # grid tokens in the order given, then the single newline (if kept)
+        order = torch.arange(len(tokens))
+    else:  # raster order inside the video, a newline closing each kept (frame, row)
+        order = tokens.raster_order(layout)
+        tokens = tokens.select(order)
+    nl_frame = torch.tensor([f for f, _ in cells], dtype=torch.long)
+    nl_row = torch.tensor([r for _, r in cells], dtype=torch.long)
     nl_col = torch.full_like(nl_frame, layout.grid_w)
     frame = torch.cat([tokens.frame, nl_frame])
     row = torch.cat([tokens.row, nl_row])
     col = torch.cat([tokens.col, nl_col])
-    kind = torch.cat([torch.full((len(tokens),), VISUAL), torch.full((len(rows),), NEWLINE)])
-    feats = torch.cat([tokens.features, newline[None].expand(len(rows), -1).to(tokens.features.dtype)])
+    kind = torch.cat([torch.full((len(tokens),), VISUAL), torch.full((len(cells),), NEWLINE)])
+    feats = torch.cat([tokens.features, newline[None].expand(len(cells), -1).to(tokens.features.dtype)])
+    if layout.newline_layout == "per_video":
+        return feats, kind, frame, row, col
     order = torch.sort(layout.grid_position(frame, row, col), stable=True).indices
     return feats[order], kind[order], frame[order], row[order], col[order]
 

@@ -18,10 +18,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from adatp_bench.core.layout import NewlineLayout
 from adatp_bench.errors import ConfigError
 
 Pooling = Literal["bilinear", "average"]
-NewlineLayout = Literal["per_video", "per_row"]
 
 
 @dataclass(frozen=True)

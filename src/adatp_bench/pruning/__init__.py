@@ -10,15 +10,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from adatp_bench.pruning.base import (
-    METHODS,
-    PruningMethod,
-    SampleContext,
-    SequenceState,
-    build_method,
-    method_names,
-    register_method,
-)
+from adatp_bench.core.context import SampleContext
+from adatp_bench.core.sequence import SequenceState
+from adatp_bench.pruning.base import METHODS, PruningMethod, build_method, method_names, register_method
 
 for _module in pkgutil.iter_modules(__path__):  # shared helpers (base, probe, ...) import harmlessly
     importlib.import_module(f"{__name__}.{_module.name}")

@@ -38,19 +38,13 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
+from adatp_bench.core.context import SampleContext
+from adatp_bench.core.layout import NewlinePolicy, VideoLayout, VisualTokens
+from adatp_bench.core.sequence import VISUAL, SequenceState
 from adatp_bench.errors import ConfigError
-from adatp_bench.models.layout import NewlinePolicy, VideoLayout, VisualTokens
-from adatp_bench.pruning.base import (
-    NEWLINE,
-    TEXT,
-    VISUAL,
-    PruningMethod,
-    SampleContext,
-    SequenceState,
-    check_retention,
-    register_method,
-)
+from adatp_bench.pruning.base import PruningMethod, register_method
 from adatp_bench.pruning.segments import Segments, allocate, segment_frames, segment_of_frame, waterfill
+from adatp_bench.pruning.selection import check_retention, keep_positions
 
 PLAN_KEY = "_adatp_plan"  # scratch keys in ctx.stats (not recorded)
 SCORES_KEY = "_adatp_scores"
@@ -62,6 +56,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "newlines": ("per_frame", "keep"),
     "positions": ("original", "contiguous"),
 }
+#: The ``newlines`` setting as a newline policy of the in-LLM stages (core/layout.py): the closing newline of every
+#: frame (FastVID*; OV's single newline too), or every newline that entered the LLM.
+IN_LLM_NEWLINES: dict[str, str] = {"per_frame": "frame_ends", "keep": "all"}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -321,8 +318,7 @@ class AdaTP(PruningMethod):
         for layer in range(num_layers):
             if layer in stages:
                 visual = budgets[stages[layer]]
-                if self.newlines == "per_frame":
-                    newline = layout.num_frames if layout.newline_layout == "per_row" else layout.num_newlines
+                newline = layout.newline_count(IN_LLM_NEWLINES[self.newlines], [])
             out.append(visual + newline)
         return out
 
@@ -451,8 +447,5 @@ class AdaTP(PruningMethod):
         visual = torch.nonzero(state.kind == VISUAL).squeeze(1)
         f, r, c = state.frame[visual], state.row[visual], state.col[visual]
         keep = self._keep(plan, f, r, c, score[visual], total, ctx, f"layer{self.prune_layers[stage]}")
-        newline = torch.nonzero(state.kind == NEWLINE).squeeze(1)
-        if self.newlines == "per_frame":  # the last row's newline closes each frame (FastVID*); OV's single one too
-            newline = newline[state.row[newline] == ctx.layout.grid_h - 1]
-        text = torch.nonzero(state.kind == TEXT).squeeze(1)
-        return torch.sort(torch.cat([text, visual[keep], newline])).values
+        # ``per_frame``: the last row's newline closes each frame (FastVID*), OV's single one too; ``keep``: all.
+        return keep_positions(state, visual[keep], ctx.layout, IN_LLM_NEWLINES[self.newlines])

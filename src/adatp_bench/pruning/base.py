@@ -11,153 +11,26 @@ A method may act at three places (any subset):
    cache of every later layer.
 3. **at decode** — :meth:`PruningMethod.on_decode_step` may edit the KV cache between generated tokens.
 
-A method is installed on a :class:`~adatp_bench.models.adapter.VideoLLM` with ``with method(llm): ...`` and removed on
-exit. Nothing in transformers is monkey-patched: the decoder loop is ours (``models/llm.py``), so two methods can run
-one after another in one process with nothing left behind.
+A method is installed on a model (any :class:`~adatp_bench.core.context.PrunableModel`, e.g.
+:class:`~adatp_bench.models.adapter.VideoLLM`) with ``with method(llm): ...`` and removed on exit. Nothing in
+transformers is monkey-patched: the decoder loop is ours (``models/llm.py``), so two methods can run one after another
+in one process with nothing left behind. A method sees the model only through the :class:`SampleContext` it is given
+(``core/context.py``): it never names a model attribute.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
+from adatp_bench.core.context import PrunableModel, SampleContext
+from adatp_bench.core.layout import VideoLayout, VisualTokens
+from adatp_bench.core.sequence import SequenceState
 from adatp_bench.errors import ConfigError
-from adatp_bench.models.layout import VideoLayout, VisualTokens
-
-if TYPE_CHECKING:
-    from adatp_bench.models.adapter import VideoLLM
-    from adatp_bench.models.relevance import RelevanceEncoder
-
-# Token kinds in the LLM sequence.
-TEXT, VISUAL, NEWLINE = 0, 1, 2
-
-
-@dataclass
-class SequenceState:
-    """The prefill sequence as it enters decoder layer ``layer_idx`` (batch size 1).
-
-    Attributes:
-        hidden: (1, L, D) hidden states entering the layer.
-        position_ids: (1, L) RoPE positions (original ones, or renumbered, per the method).
-        kind: (L,) TEXT / VISUAL / NEWLINE.
-        frame, row, col: (L,) grid cell of each video position (-1 for text; col == grid_w for a row newline).
-        original_index: (L,) index of each position in the sequence that entered layer 0.
-        question_mask: (L,) True for the text tokens after the video (question + answer prompt).
-        newline_layout: ``per_video`` or ``per_row`` (see ``models/layout.py``).
-        layer_idx: the decoder layer about to run.
-        probe: ``probe(rows) -> (heads, len(rows), L)`` fp32 attention of *this* layer on *this* input for the given
-            query rows (default: the last row); see ``pruning/probe.py``.
-    """
-
-    hidden: torch.Tensor
-    position_ids: torch.Tensor
-    kind: torch.Tensor
-    frame: torch.Tensor
-    row: torch.Tensor
-    col: torch.Tensor
-    original_index: torch.Tensor
-    question_mask: torch.Tensor
-    newline_layout: str = "per_video"
-    layer_idx: int = 0
-    probe: Callable[..., torch.Tensor] | None = None
-
-    def __len__(self) -> int:
-        return self.hidden.shape[1]
-
-    @property
-    def video_positions(self) -> torch.Tensor:
-        """Sequence indices of video positions (grid tokens and newlines)."""
-        return torch.nonzero(self.kind != TEXT).squeeze(1)
-
-    @property
-    def visual_positions(self) -> torch.Tensor:
-        """Sequence indices of grid tokens (no newlines)."""
-        return torch.nonzero(self.kind == VISUAL).squeeze(1)
-
-    def num_video(self) -> int:
-        return int((self.kind != TEXT).sum())
-
-    def num_newlines(self) -> int:
-        return int((self.kind == NEWLINE).sum())
-
-    def keep(self, index: torch.Tensor) -> SequenceState:
-        """The state restricted to the sorted sequence positions ``index``."""
-        idx = index.to(self.hidden.device)
-        return dataclasses.replace(
-            self,
-            hidden=self.hidden[:, idx],
-            position_ids=self.position_ids[:, idx],
-            kind=self.kind[index],
-            frame=self.frame[index],
-            row=self.row[index],
-            col=self.col[index],
-            original_index=self.original_index[index],
-            question_mask=self.question_mask[index],
-        )
-
-
-@dataclass
-class SampleContext:
-    """Everything a method may read about one sample. Expensive extras are computed lazily and cached.
-
-    Attributes:
-        layout: the unpruned video layout.
-        question: the question text (lmms-eval's ``doc_to_text`` output, without the chat template).
-        seed: per-sample seed (hash of run seed and sample id); methods with random parts draw from :meth:`generator`.
-        vision_hidden: (F, P, Dv) the LLM's own per-frame vision features (the layer it feeds the projector).
-        pool_map: pools a (F, P) or (F, P, C) patch map onto the token grid exactly as the tokens were pooled.
-        relevance: the SigLIP relevance encoder, or None when the method did not ask for it.
-        vision_hidden_states: every SigLIP layer's output for the frames (embeddings first), for methods that need
-            vision-side attention (VisionZip, HoliTom): recompute it from ``llm.model.model.vision_tower``'s layers.
-        llm: the :class:`VideoLLM` itself (config, vision tower, pooling), read-only by convention.
-        stats: free-form per-sample numbers a method wants recorded (segments, budgets, ...). Keys starting with
-            "_" are scratch space and are not recorded.
-    """
-
-    layout: VideoLayout
-    question: str
-    seed: int
-    vision_hidden: torch.Tensor
-    pool_map: Callable[[torch.Tensor], torch.Tensor]
-    relevance: RelevanceEncoder | None = None
-    vision_hidden_states: tuple[torch.Tensor, ...] = ()
-    llm: Any = None
-    stats: dict[str, Any] = field(default_factory=dict)
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def generator(self) -> torch.Generator:
-        """A torch generator seeded for this sample (docs/methods.md §5.5: seed per sample, not per process)."""
-        return torch.Generator().manual_seed(self.seed)
-
-    def _need_relevance(self) -> RelevanceEncoder:
-        if self.relevance is None:
-            raise ConfigError("this method needs the relevance encoder; set `needs_relevance = True` on the class")
-        return self.relevance
-
-    def frame_global_features(self) -> torch.Tensor:
-        """(F, Dg) one global feature per frame from SigLIP's attention-pooling head (FastVID/AdaTP `v_p`)."""
-        if "global" not in self._cache:
-            self._cache["global"], self._cache["head_attn"] = self._need_relevance().pool_frames(self.vision_hidden)
-        return self._cache["global"]
-
-    def head_attention(self) -> torch.Tensor:
-        """(F, h, w) the MAP head's attention over patches, pooled like the tokens (FastVID ATS score)."""
-        if "head_attn_grid" not in self._cache:
-            self.frame_global_features()
-            self._cache["head_attn_grid"] = self.pool_map(self._cache["head_attn"])
-        return self._cache["head_attn_grid"]
-
-    def question_embedding(self) -> torch.Tensor:
-        """(Dg,) the question embedded by SigLIP's text tower, in the space of :meth:`frame_global_features`."""
-        if "question" not in self._cache:
-            self._cache["question"] = self._need_relevance().embed_text(self.question)
-        return self._cache["question"]
 
 
 class PruningMethod:
@@ -232,11 +105,11 @@ class PruningMethod:
 
     # -- installation ----------------------------------------------------------------------------------------------
     @contextmanager
-    def __call__(self, llm: VideoLLM) -> Iterator[VideoLLM]:
+    def __call__(self, llm: PrunableModel) -> Iterator[PrunableModel]:
         """Install this method on ``llm`` for the duration of the block."""
         if llm.method is not None:
             raise RuntimeError(f"{llm.method.name!r} is already installed on this model; nest nothing")
-        self.validate(llm.tokens_per_frame, llm.spec.num_frames, llm.num_layers)
+        self.validate(llm.tokens_per_frame, llm.num_frames, llm.num_layers)
         if self.needs_relevance:
             llm.ensure_relevance_encoder()
         llm.method = self
@@ -290,55 +163,3 @@ def build_method(name: str, **settings: Any) -> PruningMethod:
         if unknown:
             raise ConfigError(f"method {name!r} has no setting(s) {unknown}; valid: {sorted(valid)}")
     return cls(**settings)
-
-
-def sample_seed(run_seed: int, sample_id: str) -> int:
-    """Deterministic per-sample seed (docs/methods.md §5.5)."""
-    digest = hashlib.sha1(f"{run_seed}:{sample_id}".encode()).hexdigest()
-    return int(digest[:8], 16)
-
-
-# -- shared helpers for budgets ------------------------------------------------------------------------------------
-def per_frame_budget(tokens_per_frame: int, retention: float) -> int:
-    """Tokens kept per frame at a pre-LLM retention, as FastVID/VisionZip* count: ``int(tpf · r)`` (docs/flops.md
-    §3)."""
-    return int(tokens_per_frame * retention)
-
-
-def check_retention(name: str, value: float) -> None:
-    """Retention must lie in (0, 1]."""
-    if not 0.0 < value <= 1.0:
-        raise ConfigError(f"{name}={value} is impossible: a retention must lie in (0, 1]")
-
-
-def keep_positions(state: SequenceState, kept_visual: torch.Tensor, policy: str = "rows_with_kept") -> torch.Tensor:
-    """Sorted positions to keep: all text, the given grid-token positions, and the newlines ``policy`` keeps.
-
-    ``rows_with_kept`` (FastVID's rule, docs/flops.md §3) keeps a row newline iff a token of its (frame, row) survives;
-    in the one-newline-per-video layout that newline is kept whenever any visual token survives. ``all`` keeps every
-    newline; ``none`` drops them.
-    """
-    text = torch.nonzero(state.kind == TEXT).squeeze(1)
-    newlines = torch.nonzero(state.kind == NEWLINE).squeeze(1)
-    kept_visual = kept_visual.to(text.device)
-    if policy == "all":
-        kept_nl = newlines
-    elif policy == "none" or len(kept_visual) == 0:
-        kept_nl = newlines[:0]
-    elif policy == "rows_with_kept" and state.newline_layout == "per_video":
-        kept_nl = newlines
-    elif policy == "rows_with_kept":
-        kept_rows = set(zip(state.frame[kept_visual].tolist(), state.row[kept_visual].tolist(), strict=True))
-        nl_rows = zip(state.frame[newlines].tolist(), state.row[newlines].tolist(), strict=True)
-        kept_nl = newlines[torch.tensor([fr in kept_rows for fr in nl_rows], dtype=torch.bool)]
-    else:
-        raise ConfigError(f"unknown newline policy {policy!r}; valid: rows_with_kept, all, none")
-    return torch.sort(torch.cat([text, kept_visual, kept_nl])).values
-
-
-def topk_sorted(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the ``k`` largest scores, sorted ascending (ties broken by lower index)."""
-    k = max(0, min(k, scores.numel()))
-    if k == 0:
-        return torch.zeros(0, dtype=torch.long, device=scores.device)
-    return torch.sort(torch.topk(scores, k, sorted=True).indices).values

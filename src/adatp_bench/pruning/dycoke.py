@@ -45,16 +45,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from adatp_bench.core.context import SampleContext
+from adatp_bench.core.layout import NEWLINE_POLICIES, VideoLayout, VisualTokens
+from adatp_bench.core.sequence import VISUAL, SequenceState
 from adatp_bench.errors import ConfigError
-from adatp_bench.models.layout import NEWLINE_POLICIES, VideoLayout, VisualTokens
-from adatp_bench.pruning.base import (
-    VISUAL,
-    PruningMethod,
-    SampleContext,
-    SequenceState,
-    check_retention,
-    register_method,
-)
+from adatp_bench.pruning.base import PruningMethod, register_method
+from adatp_bench.pruning.selection import check_retention
 
 TOKEN_ORDERS = ("similarity", "spatial")
 
@@ -174,22 +170,8 @@ class DyCoke(PruningMethod):
 
     def expected_video_tokens(self, layout: VideoLayout, num_layers: int) -> list[int] | None:
         counts = self._frame_counts(layout)
-        visual = sum(counts)
-        if layout.newline_layout == "per_video":
-            newlines = 0 if self.newline_policy == "none" else 1
-        elif self.newline_policy == "all":
-            newlines = layout.num_frames * layout.grid_h
-        elif self.newline_policy == "per_frame":
-            newlines = sum(1 for c in counts if c > 0)
-        elif self.newline_policy == "none":
-            newlines = 0
-        elif self.newline_policy == "full_frame_rows":
-            newlines = sum(layout.grid_h if c == layout.tokens_per_frame else int(c > 0) for c in counts)
-        elif all(c in (0, layout.tokens_per_frame) for c in counts):  # rows_with_kept, whole or empty frames only
-            newlines = sum(layout.grid_h for c in counts if c > 0)
-        else:
-            return None
-        return [visual + newlines] * num_layers
+        newlines = layout.newline_count(self.newline_policy, counts)
+        return None if newlines is None else [sum(counts) + newlines] * num_layers
 
     # -- stage 1 -------------------------------------------------------------------------------------------------------
     def select_visual(self, tokens: VisualTokens, ctx: SampleContext) -> VisualTokens:

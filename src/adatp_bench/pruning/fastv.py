@@ -20,16 +20,12 @@ from dataclasses import dataclass
 
 import torch
 
+from adatp_bench.core.context import SampleContext
+from adatp_bench.core.layout import VideoLayout
+from adatp_bench.core.sequence import SequenceState
 from adatp_bench.errors import ConfigError
-from adatp_bench.models.layout import VideoLayout
-from adatp_bench.pruning.base import (
-    PruningMethod,
-    SampleContext,
-    SequenceState,
-    check_retention,
-    keep_positions,
-    register_method,
-)
+from adatp_bench.pruning.base import PruningMethod, register_method
+from adatp_bench.pruning.selection import check_retention, keep_positions
 
 
 @register_method("fastv")
@@ -66,4 +62,4 @@ class FastV(PruningMethod):
         visual = state.visual_positions
         n_keep = round(len(visual) * self.retention)
         top = torch.topk(scores[visual.to(scores.device)], n_keep).indices.cpu()
-        return keep_positions(state, visual[top])
+        return keep_positions(state, visual[top], ctx.layout)

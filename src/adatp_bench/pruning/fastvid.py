@@ -41,10 +41,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from adatp_bench.core.context import SampleContext
+from adatp_bench.core.layout import VideoLayout, VisualTokens
 from adatp_bench.errors import ConfigError
-from adatp_bench.models.layout import VideoLayout, VisualTokens
-from adatp_bench.pruning.base import PruningMethod, SampleContext, check_retention, per_frame_budget, register_method
+from adatp_bench.pruning.base import PruningMethod, register_method
 from adatp_bench.pruning.dpc import density_peaks
+from adatp_bench.pruning.selection import check_retention, per_frame_budget
 
 DENSITY_K = 4  # `torch.topk(dist_matrix, k=4, ...)` in both upstream variants
 VARIANTS = ("auto", "onevision", "llava_video")

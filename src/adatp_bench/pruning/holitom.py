@@ -40,56 +40,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from adatp_bench.core.context import SampleContext
+from adatp_bench.core.layout import VisualTokens
+from adatp_bench.core.sequence import SequenceState
 from adatp_bench.errors import ConfigError
-from adatp_bench.models.layout import VisualTokens
-from adatp_bench.pruning.base import (
-    PruningMethod,
-    SampleContext,
-    SequenceState,
-    check_retention,
-    register_method,
-)
+from adatp_bench.pruning.base import PruningMethod, register_method
 from adatp_bench.pruning.dpc import density_peaks
-from adatp_bench.pruning.pdrop import check_reference_depth, keep_with_text, scale_layers
+from adatp_bench.pruning.schedule import check_reference_depth, scale_layers
+from adatp_bench.pruning.selection import check_retention, keep_with_text
 
 MAX_WINDOW_SIZE = 1024  # MAX_WINDOW_SIZE env default: no limit for ≤ 64 frames
 SCORES_KEY = "_holitom_scores"
-FRAME_CHUNK = 8  # frames per SigLIP attention recomputation (bounds the (chunk, heads, P, P) buffer)
-
-
-# -- SigLIP attention --------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def siglip_received_attention(ctx: SampleContext) -> torch.Tensor:
-    """(F, P') attention each patch receives in the vision layer whose output feeds the projector.
-
-    Official ``SigLipVisionTower.forward`` (``WRAPPER=holitom``): ``attentions[-1].mean(dim=1).mean(dim=1)`` — eager
-    softmax(QKᵀ·scale) of the last (kept) encoder layer, mean over heads and over queries. Recomputed from that layer's
-    ``layer_norm1`` and q/k projections on its input (``ctx.vision_hidden_states``), in fp32, frame chunk by chunk.
-    """
-    config = ctx.llm.config
-    states = ctx.vision_hidden_states
-    out_index = config.vision_feature_layer % len(states)  # hidden_states[i] is the output of layer i−1
-    if out_index == 0:
-        raise ConfigError("holitom needs a vision feature layer after at least one encoder layer")
-    tower = ctx.llm.model.model.vision_tower
-    layer = getattr(tower, "vision_model", tower).encoder.layers[out_index - 1]
-    received = torch.cat([_received(layer, chunk) for chunk in states[out_index - 1].split(FRAME_CHUNK)])
-    if config.vision_feature_select_strategy == "default":  # the CLS-like first token is not a grid patch
-        received = received[:, 1:]
-    return received
-
-
-def _received(layer: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """(n, P) mean-over-heads, mean-over-queries attention of a SigLIP encoder layer on its input (n, P, Dv)."""
-    attn = layer.self_attn
-    x = layer.layer_norm1(hidden)
-    n, p, _ = x.shape
-    q = attn.q_proj(x).view(n, p, attn.num_heads, attn.head_dim).transpose(1, 2).float()
-    k = attn.k_proj(x).view(n, p, attn.num_heads, attn.head_dim).transpose(1, 2).float()
-    probs = torch.softmax((q @ k.transpose(-1, -2)) * attn.scale, dim=-1)  # (n, H, P, P)
-    return probs.mean(dim=1).mean(dim=1)
 
 
 # -- outer stage: temporal windows -------------------------------------------------------------------------------------
@@ -398,7 +359,9 @@ class HoliTom(PruningMethod):
         if len(tokens) != layout.num_grid_tokens:
             raise ValueError(f"holitom expects the full grid ({layout.num_grid_tokens} tokens), got {len(tokens)}")
         frames = tokens.features.view(layout.num_frames, layout.tokens_per_frame, -1)
-        attention = ctx.pool_map(siglip_received_attention(ctx)).reshape(layout.num_frames, -1)
+        # Official SigLipVisionTower.forward (WRAPPER=holitom): attentions[-1].mean(dim=1).mean(dim=1), the attention
+        # each patch receives in the vision layer that feeds the projector, mean over heads and queries.
+        attention = ctx.pool_map(ctx.vision_attention().received).reshape(layout.num_frames, -1)
         pieces = outer_stage(
             frames,
             attention.to(frames.device),

@@ -38,18 +38,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from adatp_bench.core.context import SampleContext
+from adatp_bench.core.layout import VisualTokens
+from adatp_bench.core.sequence import VISUAL, SequenceState
 from adatp_bench.errors import ConfigError
-from adatp_bench.models.layout import VisualTokens
-from adatp_bench.pruning.base import (
-    VISUAL,
-    PruningMethod,
-    SampleContext,
-    SequenceState,
-    check_retention,
-    register_method,
-)
+from adatp_bench.pruning.base import PruningMethod, register_method
 from adatp_bench.pruning.dpc import dpc_knn
-from adatp_bench.pruning.pdrop import check_reference_depth, keep_with_text, scale_layers
+from adatp_bench.pruning.schedule import check_reference_depth, scale_layers
+from adatp_bench.pruning.selection import check_retention, keep_positions
 
 MIN_TOKENS_TO_CLUSTER = 14  # merge_frames_dynamic: `if static_feat.shape[1] > 14` (same for dynamic tokens)
 GROUPS_KEY, SCORES_KEY, KEEP_KEY = "_prunevid_groups", "_prunevid_scores", "_prunevid_keep"
@@ -391,8 +387,7 @@ class PruneVid(PruneVidStage1):
         visual = torch.nonzero(state.kind == VISUAL).squeeze(1)
         group = _group_of(state, ctx, visual)
         kept = visual[keep_per_group(scores[visual], group, self.alpha)]
-        newlines = torch.nonzero(state.kind > VISUAL).squeeze(1)  # layout tokens stay (no PLLaVA counterpart)
-        keep = keep_with_text(state, torch.cat([kept, newlines]))
+        keep = keep_positions(state, kept, ctx.layout, "all")  # newlines stay (no PLLaVA counterpart)
         ctx.stats[KEEP_KEY] = keep
         return keep
 

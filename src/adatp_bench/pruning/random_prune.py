@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
+from adatp_bench.core.context import SampleContext
+from adatp_bench.core.layout import VideoLayout, VisualTokens
 from adatp_bench.errors import ConfigError
-from adatp_bench.models.layout import VideoLayout, VisualTokens
-from adatp_bench.pruning.base import PruningMethod, SampleContext, check_retention, per_frame_budget, register_method
+from adatp_bench.pruning.base import PruningMethod, register_method
+from adatp_bench.pruning.selection import check_retention, per_frame_budget
 
 
 def random_keep(

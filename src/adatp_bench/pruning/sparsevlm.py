@@ -24,33 +24,25 @@ depth through :func:`~adatp_bench.pruning.pdrop.scale_layers`. Deviations from u
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
 
+from adatp_bench.core.context import SampleContext
+from adatp_bench.core.layout import VideoLayout
+from adatp_bench.core.sequence import VISUAL, SequenceState
 from adatp_bench.errors import ConfigError
-from adatp_bench.models.layout import VideoLayout
-from adatp_bench.pruning.base import (
-    VISUAL,
-    PruningMethod,
-    SampleContext,
-    SequenceState,
-    check_retention,
-    register_method,
-    topk_sorted,
-)
+from adatp_bench.pruning.base import PruningMethod, register_method
 from adatp_bench.pruning.dpc import dpc_knn
-from adatp_bench.pruning.pdrop import (
+from adatp_bench.pruning.schedule import (
     check_reference_depth,
     check_reference_ratios,
     check_stage_layers,
-    keep_with_text,
     pyramid_ratios,
     scale_layers,
 )
-from adatp_bench.pruning.probe import probe_attention
+from adatp_bench.pruning.selection import check_retention, keep_with_text, topk_sorted
 
 RECYCLE_FRACTION = 0.3  # modelling_sparse_llama.py: merge_token_num_stage1 = int(n_deleted * 0.3) + 1  ("Top 30%")
 CLUSTER_DIVISOR = 10  # cluster_num = int(n_recycled / 10) + 1
@@ -199,7 +191,7 @@ class SparseVLM(PruningMethod):
         keep = None
         if SCORES_KEY in ctx.stats:  # a prune point: the layer before scored the span
             keep = self._drop(state, ctx)
-        if state.layer_idx in self.score_layers(_depth(ctx)):
+        if state.layer_idx in self.score_layers(ctx.num_layers):
             ctx.stats[SCORES_KEY] = self._score(state, ctx, keep)
         return keep
 
@@ -208,7 +200,10 @@ class SparseVLM(PruningMethod):
         if keep is not None:  # this layer is both a prune point and a scoring layer (shallow models only)
             state = state.keep(keep)
             state.position_ids = torch.arange(len(state), device=state.hidden.device)[None]
-            attention_of = _probe_on(state, ctx)
+
+            def attention_of(rows: torch.Tensor | None = None, pruned: SequenceState = state) -> torch.Tensor:
+                return ctx.probe(pruned, rows)  # this layer on the pruned, renumbered sequence
+
         else:
             attention_of = state.probe
         question = torch.nonzero(state.question_mask).squeeze(1)
@@ -275,22 +270,3 @@ def _write_video(state: SequenceState, slots: torch.Tensor, sources: torch.Tenso
     for name in ("frame", "row", "col", "original_index"):
         values = getattr(state, name)
         setattr(state, name, values.index_copy(0, slots, values[sources]))
-
-
-def _depth(ctx: SampleContext) -> int:
-    """Decoder depth of the model running this sample (``ctx.llm``, the installed :class:`VideoLLM`)."""
-    if ctx.llm is None:
-        raise ValueError("sparsevlm needs ctx.llm (the model) to place its scoring layers")
-    return ctx.llm.num_layers
-
-
-def _probe_on(state: SequenceState, ctx: SampleContext) -> Callable[..., torch.Tensor]:
-    """A probe of layer ``state.layer_idx`` on ``state`` as it will enter that layer (renumbered positions)."""
-    lm = ctx.llm.runner.lm
-    rope = lm.rotary_emb(state.hidden, state.position_ids)
-    layer = lm.layers[state.layer_idx]
-
-    def probe(rows: torch.Tensor | None = None) -> torch.Tensor:
-        return probe_attention(layer, state.hidden, rope, rows)
-
-    return probe

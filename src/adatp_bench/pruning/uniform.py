@@ -18,9 +18,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from adatp_bench.core.context import SampleContext
+from adatp_bench.core.layout import VideoLayout, VisualTokens
 from adatp_bench.errors import ConfigError
-from adatp_bench.models.layout import VideoLayout, VisualTokens
-from adatp_bench.pruning.base import PruningMethod, SampleContext, check_retention, per_frame_budget, register_method
+from adatp_bench.pruning.base import PruningMethod, register_method
+from adatp_bench.pruning.selection import check_retention, per_frame_budget
 
 MODES = ("pool", "sample")
 
@@ -71,11 +73,10 @@ class UniformPool(PruningMethod):
         gh, gw = self.grid(layout)
         if (gh, gw) == (layout.grid_h, layout.grid_w):
             return [layout.video_len] * num_layers
-        visual = layout.num_frames * gh * gw
-        if layout.newline_layout == "per_video":
-            return [visual + 1] * num_layers
-        rows = len(set(region_centres(layout.grid_h, gh).tolist()))  # rows_with_kept: one newline per used row
-        return [visual + layout.num_frames * rows] * num_layers
+        per_frame = [gh * gw] * layout.num_frames
+        rows = len(set(region_centres(layout.grid_h, gh).tolist()))  # the rows the kept cells touch, in every frame
+        newlines = layout.newline_count("rows_with_kept", per_frame, [rows] * layout.num_frames)
+        return [sum(per_frame) + newlines] * num_layers
 
     def select_visual(self, tokens: VisualTokens, ctx: SampleContext) -> VisualTokens:
         layout = ctx.layout

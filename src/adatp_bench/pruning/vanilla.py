@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from adatp_bench.models.layout import VideoLayout
+from adatp_bench.core.layout import VideoLayout
 from adatp_bench.pruning.base import PruningMethod, register_method
 
 

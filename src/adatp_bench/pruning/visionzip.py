@@ -11,9 +11,9 @@ Per frame, with a budget of ``S = int(tokens_per_frame · r)`` tokens (docs/flop
 dominant + ``C = S − D`` contextual (HoliTom ``DOMINANT_RATIO = 54/64``; FastVID App. A.1 "54:10"):
 
 1. **Dominance** = the mean attention each token *receives* in the last vision layer the LLM reads, averaged over heads
-   and queries (SigLIP has no CLS token; ``siglip_encoder.py`` L617 ``attn.mean(1).mean(1)``). We recompute that
-   layer's softmax(q kᵀ/√d) in fp32 from its own weights on its input (``vision_hidden_states``), one frame at a time,
-   so the tower itself keeps running with SDPA (docs/upstream.md §8).
+   and queries (SigLIP has no CLS token; ``siglip_encoder.py`` L617 ``attn.mean(1).mean(1)``).
+   ``ctx.vision_attention()`` recomputes that layer's softmax(q kᵀ/√d) in fp32 from its own weights on its input, one
+   frame at a time, so the tower itself keeps running with SDPA (docs/upstream.md §8; ``models/attention.py``).
 2. **Dominant tokens**: the top-D by dominance, emitted in spatial order (``masked_select`` upstream).
 3. **Contextual tokens**: the other tokens, in spatial order, are compared by the cosine of their **key averaged over
    heads** (``raw_key_states.mean(1)``, the "metric"). Targets are every ``step = max(1, R // C)``-th of the ``R``
@@ -44,14 +44,15 @@ tokens untouched (the unpruned model), so it is exactly vanilla in both variants
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from adatp_bench.core.context import SampleContext
+from adatp_bench.core.layout import NEWLINE_POLICIES, VideoLayout, VisualTokens
 from adatp_bench.errors import ConfigError
-from adatp_bench.models.layout import NEWLINE_POLICIES, VideoLayout, VisualTokens
-from adatp_bench.pruning.base import PruningMethod, SampleContext, check_retention, per_frame_budget, register_method
+from adatp_bench.pruning.base import PruningMethod, register_method
+from adatp_bench.pruning.selection import check_retention, per_frame_budget
 
 DOMINANT_RATIO = 54 / 64  # HoliTom `DOMINANT_RATIO` default; FastVID App. A.1 "dominant:contextual 54:10"
 
@@ -142,83 +143,6 @@ def _contextual_merge(
     return merged, rest_idx[:, targets], counts[..., 0] + 1
 
 
-# -- the vision layer's attention, recomputed ----------------------------------------------------------------------
-def _vision_layers(tower: torch.nn.Module) -> torch.nn.ModuleList:
-    """Encoder layers of an HF SigLIP vision tower (5.x flattens ``vision_model`` away; 4.x keeps it)."""
-    return getattr(tower, "vision_model", tower).encoder.layers
-
-
-def feature_layer_input(ctx: SampleContext) -> tuple[torch.nn.Module, torch.Tensor]:
-    """The vision layer whose output the LLM reads, and that layer's input (F, P', Dv).
-
-    LLaVA-OV reads ``hidden_states[vision_feature_layer]`` (= −1 of the 26-layer HF tower), produced by layer
-    ``idx − 1`` from ``hidden_states[idx − 1]``; so for −1 that is the last layer on ``vision_hidden_states[-2]``.
-    """
-    llm = ctx.llm
-    states = ctx.vision_hidden_states
-    if llm is None or not states:
-        raise ConfigError("visionzip needs ctx.llm and ctx.vision_hidden_states (run it through VideoLLM)")
-    feature_layer = llm.config.vision_feature_layer
-    idx = feature_layer % len(states)
-    if idx == 0:
-        raise ConfigError(f"vision_feature_layer={feature_layer} reads the patch embeddings; no attention to score")
-    return _vision_layers(llm.model.model.vision_tower)[idx - 1], states[idx - 1]
-
-
-@torch.no_grad()
-def received_attention_and_keys(layer: torch.nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean attention received per token and head-averaged keys of one SigLIP encoder layer, in fp32.
-
-    Recomputes ``softmax(q kᵀ · scale)`` from ``layer.layer_norm1`` and ``layer.self_attn.{q,k}_proj`` on the layer's
-    input, one frame at a time (H·P² floats per frame), instead of asking the tower for eager attentions.
-
-    Args:
-        layer: a ``SiglipEncoderLayer``.
-        hidden: (F, P, Dv) the layer's input.
-
-    Returns:
-        received (F, P): attention averaged over heads and queries (``attn.mean(1).mean(1)``, siglip_encoder.py L617);
-        keys (F, P, d): keys averaged over heads (``raw_key_states.mean(1)``, siglip_encoder.py L244).
-    """
-    attn, ln = layer.self_attn, layer.layer_norm1
-    heads, head_dim = attn.num_heads, attn.head_dim
-    w_ln, b_ln = ln.weight.float(), ln.bias.float()
-    w_q, b_q = attn.q_proj.weight.float(), attn.q_proj.bias.float()
-    w_k, b_k = attn.k_proj.weight.float(), attn.k_proj.bias.float()
-    received, keys = [], []
-    for frame in hidden:  # (P, Dv)
-        x = F.layer_norm(frame.float(), ln.normalized_shape, w_ln, b_ln, ln.eps)
-        q = F.linear(x, w_q, b_q).view(-1, heads, head_dim).transpose(0, 1)  # (H, P, d)
-        k = F.linear(x, w_k, b_k).view(-1, heads, head_dim).transpose(0, 1)
-        probs = torch.softmax((q @ k.transpose(1, 2)) * attn.scale, dim=-1)  # (H, P, P)
-        received.append(probs.mean(0).mean(0))
-        keys.append(k.mean(0))
-    return torch.stack(received), torch.stack(keys)
-
-
-def _vision_scores(ctx: SampleContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """(F, P) received attention and (F, P, d) key means over the patches the LLM reads (CLS dropped if selected)."""
-    layer, layer_input = feature_layer_input(ctx)
-    received, keys = received_attention_and_keys(layer, layer_input)
-    if ctx.llm.config.vision_feature_select_strategy == "default":  # features drop the first token (CLIP's CLS)
-        received, keys = received[:, 1:], keys[:, 1:]
-    return received, keys
-
-
-def patch_to_cell(patch: torch.Tensor, side: int, grid: int, pooling: str) -> torch.Tensor:
-    """Pooled grid row (or column) covering vision-patch row (or column) ``patch`` of a ``side``-wide patch grid.
-
-    ``average`` (LLaVA-Video, 2×2 avg-pool, floor): ``p // 2``; the last odd patch row joins the last cell.
-    ``bilinear`` (LLaVA-OV, ``interpolate(..., align_corners=False)``): the cell whose sample point
-    ``(i + ½)·side/grid − ½`` is nearest, i.e. ``floor((2p + 1)·grid / 2·side)``.
-    """
-    if pooling == "average":
-        cell = patch // (side // grid)
-    else:
-        cell = torch.div((2 * patch + 1) * grid, 2 * side, rounding_mode="floor")
-    return cell.clamp(max=grid - 1)
-
-
 # -- the methods -----------------------------------------------------------------------------------------------------
 @dataclass
 class _VisionZipBase(PruningMethod):
@@ -256,15 +180,8 @@ class _VisionZipBase(PruningMethod):
         budget = per_frame_budget(layout.tokens_per_frame, self.retention)
         if budget >= layout.tokens_per_frame:
             return [layout.video_len] * num_layers
-        visual = layout.num_frames * budget
-        if layout.newline_layout == "per_video":
-            newlines = 0 if self.newline_policy == "none" else 1
-        else:
-            per_policy = {"per_frame": layout.num_frames, "all": layout.num_frames * layout.grid_h, "none": 0}
-            if self.newline_policy not in per_policy:
-                return None  # rows_with_kept: depends on which rows the selection touches
-            newlines = per_policy[self.newline_policy]
-        return [visual + newlines] * num_layers
+        newlines = layout.newline_count(self.newline_policy, [budget] * layout.num_frames)
+        return None if newlines is None else [layout.num_frames * budget + newlines] * num_layers
 
     def _split(self, tokens_per_frame: int, ctx: SampleContext) -> tuple[int, int]:
         budget = per_frame_budget(tokens_per_frame, self.retention)
@@ -306,10 +223,10 @@ class VisionZip(_VisionZipBase):
         if per_frame_budget(n, self.retention) >= n:
             return tokens
         dominant, contextual = self._split(n, ctx)
-        received, keys = _vision_scores(ctx)
+        vision = ctx.vision_attention()  # received attention and key means of the layer the LLM reads
         grid_shape = (layout.num_frames, n)
-        dominance = ctx.pool_map(received).reshape(grid_shape)  # get_2dPool on attn_weights
-        metric = ctx.pool_map(keys).reshape(*grid_shape, -1)  # get_2dPool on metric
+        dominance = ctx.pool_map(vision.received).reshape(grid_shape)  # get_2dPool on attn_weights
+        metric = ctx.pool_map(vision.keys).reshape(*grid_shape, -1)  # get_2dPool on metric
         feats = _grid_features(tokens, layout)
         out = visionzip_select(feats, dominance, metric.to(feats.device), dominant, contextual, self.official_compat)
         rows, cols = out.index // layout.grid_w, out.index % layout.grid_w
@@ -329,13 +246,9 @@ class VisionZipPre(_VisionZipBase):
         if per_frame_budget(layout.tokens_per_frame, self.retention) >= layout.tokens_per_frame:
             return tokens
         dominant, contextual = self._split(layout.tokens_per_frame, ctx)
-        received, keys = _vision_scores(ctx)
+        vision = ctx.vision_attention()
         hidden = ctx.vision_hidden  # (F, P, Dv): the features the projector would read
-        out = visionzip_select(hidden, received, keys, dominant, contextual, self.official_compat)
-        projector = ctx.llm.model.model.multi_modal_projector
-        projected = projector(out.features.to(hidden.dtype))  # (F, S, D): projector after the merge, no pooling
-        side = ctx.llm.patches_per_side
-        pooling: Any = ctx.llm.spec.pooling
-        rows = patch_to_cell(out.index // side, side, layout.grid_h, pooling)
-        cols = patch_to_cell(out.index % side, side, layout.grid_w, pooling)
+        out = visionzip_select(hidden, vision.received, vision.keys, dominant, contextual, self.official_compat)
+        projected = ctx.project(out.features.to(hidden.dtype))  # (F, S, D): projector after the merge, no pooling
+        rows, cols = ctx.patch_cells(out.index)  # the pooled cell covering each kept patch
         return _to_tokens(projected, rows, cols, out.weight, tokens.features.dtype)

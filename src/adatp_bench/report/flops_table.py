@@ -32,9 +32,9 @@ from tabulate import tabulate
 
 from adatp_bench import flops
 from adatp_bench.config import compose, method_defaults
+from adatp_bench.core.layout import VideoLayout
 from adatp_bench.errors import ConfigError
 from adatp_bench.models.full_size import load_full_size_config, video_path
-from adatp_bench.models.layout import VideoLayout
 from adatp_bench.pruning import PruningMethod, build_method
 from adatp_bench.report.grid import experiment_axes
 

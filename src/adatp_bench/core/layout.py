@@ -15,12 +15,16 @@ from typing import Literal, get_args
 
 import torch
 
-from adatp_bench.models.specs import NewlineLayout
+#: Where newline tokens sit: one after the whole video (LLaVA-OneVision) or one after every row (LLaVA-Video).
+NewlineLayout = Literal["per_video", "per_row"]
 
-# Which row newlines survive in the per-row layout (models/sequence.py): a row's newline iff the row keeps a token
-# (FastVID), one per frame with a kept token (FastVID*, VisionZip* on LLaVA-Video), every row's, none, or a frame's row
-# newlines when the whole frame is kept and one newline otherwise (DyCoke's counts in FastVID Table 2).
-NewlinePolicy = Literal["rows_with_kept", "per_frame", "full_frame_rows", "all", "none"]
+#: Which newlines survive pruning (:meth:`VideoLayout.kept_newline_cells`, the one rule every method and the sequence
+#: builder use). In the per-row layout: a row's newline iff the row keeps a token (``rows_with_kept``, FastVID); the
+#: closing newline of every frame that keeps a token (``per_frame``: FastVID*, VisionZip* on LLaVA-Video); the closing
+#: newline of every frame (``frame_ends``: AdaTP's in-LLM stages); a frame's row newlines when the whole frame is kept
+#: and its closing newline otherwise (``full_frame_rows``: DyCoke's counts in FastVID Table 2); every row's (``all``);
+#: none. In the one-newline layout the single newline stays under every policy but ``none``.
+NewlinePolicy = Literal["rows_with_kept", "per_frame", "frame_ends", "full_frame_rows", "all", "none"]
 NEWLINE_POLICIES: tuple[str, ...] = get_args(NewlinePolicy)
 
 
@@ -72,6 +76,61 @@ class VideoLayout:
         else:
             offset = frame * self.grid_h * (self.grid_w + 1) + row * (self.grid_w + 1) + col
         return self.video_start + offset
+
+    def kept_newline_cells(self, policy: str, frame: torch.Tensor, row: torch.Tensor) -> list[tuple[int, int]]:
+        """Sorted (frame, row) cells of the newlines that stay when the grid tokens at cells ``(frame[i], row[i])`` are
+        kept, under ``policy`` (:data:`NewlinePolicy`). A newline's cell is the row it closes; the one-newline layout's
+        single newline has cell ``(num_frames − 1, grid_h − 1)``."""
+        if policy not in NEWLINE_POLICIES:
+            raise ValueError(f"unknown newline policy {policy!r}; valid: {', '.join(NEWLINE_POLICIES)}")
+        last_row = self.grid_h - 1
+        if policy == "none":
+            return []
+        if self.newline_layout == "per_video":
+            return [(self.num_frames - 1, last_row)]
+        if policy == "all":
+            return [(f, r) for f in range(self.num_frames) for r in range(self.grid_h)]
+        if policy == "frame_ends":
+            return [(f, last_row) for f in range(self.num_frames)]
+        if policy == "rows_with_kept":
+            return sorted(set(zip(frame.tolist(), row.tolist(), strict=True)))
+        counts = torch.bincount(frame, minlength=self.num_frames).tolist() if len(frame) else [0] * self.num_frames
+        if policy == "per_frame":
+            return [(f, last_row) for f, n in enumerate(counts) if n]
+        # full_frame_rows
+        return [
+            (f, r)
+            for f, n in enumerate(counts)
+            for r in (range(self.grid_h) if n == self.tokens_per_frame else [last_row] if n else [])
+        ]
+
+    def newline_count(
+        self, policy: str, kept_per_frame: list[int], rows_per_frame: list[int] | None = None
+    ) -> int | None:
+        """How many newlines :meth:`kept_newline_cells` keeps when frame f keeps ``kept_per_frame[f]`` grid tokens.
+
+        None when the count depends on which rows the tokens fall in (``rows_with_kept`` on partly kept frames),
+        unless ``rows_per_frame`` says how many rows each frame's kept tokens touch.
+        """
+        if policy not in NEWLINE_POLICIES:
+            raise ValueError(f"unknown newline policy {policy!r}; valid: {', '.join(NEWLINE_POLICIES)}")
+        if policy == "none":
+            return 0
+        if self.newline_layout == "per_video":
+            return 1
+        if policy == "all":
+            return self.num_frames * self.grid_h
+        if policy == "frame_ends":
+            return self.num_frames
+        if policy == "per_frame":
+            return sum(1 for n in kept_per_frame if n)
+        if policy == "full_frame_rows":
+            return sum(self.grid_h if n == self.tokens_per_frame else int(n > 0) for n in kept_per_frame)
+        if rows_per_frame is not None:
+            return sum(rows for rows, n in zip(rows_per_frame, kept_per_frame, strict=True) if n)
+        if all(n in (0, self.tokens_per_frame) for n in kept_per_frame):
+            return sum(self.grid_h for n in kept_per_frame if n)
+        return None
 
     def newline_positions(self) -> torch.Tensor:
         """Original sequence positions of all newline tokens."""
