@@ -134,7 +134,7 @@ def solve(model: str, target: float, prune_layers: list[int], p: float = 0.5) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="llava_ov_7b", choices=["llava_ov_7b", "llava_ov_0.5b", "llava_video_7b"])
-    parser.add_argument("--target", type=float, help="% of vanilla FLOPs, e.g. 27.30")
+    parser.add_argument("--target", type=float, help="%% of vanilla FLOPs, e.g. 27.30")
     parser.add_argument("--prune-layers", type=int, nargs="+", default=list(AdaTP().prune_layers))
     parser.add_argument("--p", type=float, default=AdaTP().p, help="nominal progressive fraction")
     parser.add_argument("--published", action="store_true", help="solve the three published AdaTP points")

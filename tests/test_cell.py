@@ -124,11 +124,10 @@ def test_impossible_setting_is_recorded_before_loading(tmp_path: Path, monkeypat
 
 def test_locked_cell_is_reported_busy(tmp_path: Path) -> None:
     cfg = cell_config(tmp_path, "model=tiny", "method=vanilla", "benchmark=videomme_synth")
+    from adatp_bench.identity import cell_run_id
     from adatp_bench.report.grid import experiment_cells  # noqa: F401  (import cost outside the lock)
-    from adatp_bench.results import run_id
-    from adatp_bench.run import cell_identity
 
-    rid = run_id(cell_identity(cfg, {}))
+    rid = cell_run_id(cfg)
     with RunDir(Path(cfg.paths.results_dir), rid).lock():
         assert run_cell(cfg).status == "busy"
 
@@ -231,11 +230,10 @@ def test_single_failing_cell_exits_non_zero_with_the_message(tmp_path: Path) -> 
 
 def test_single_busy_cell_exits_non_zero(tmp_path: Path) -> None:
     """Another process holds the cell: this command did not produce it, so it does not report success."""
-    from adatp_bench.results import run_id
-    from adatp_bench.run import cell_identity
+    from adatp_bench.identity import cell_run_id
 
     cfg = cell_config(tmp_path, "model=tiny", "method=vanilla", "benchmark=videomme_synth")
-    with RunDir(Path(cfg.paths.results_dir), run_id(cell_identity(cfg, {}))).lock():
+    with RunDir(Path(cfg.paths.results_dir), cell_run_id(cfg)).lock():
         proc = _run_single(tmp_path, "model=tiny", "method=vanilla", "benchmark=videomme_synth")
     assert proc.returncode == 1
     assert "another process holds its lock" in proc.stderr

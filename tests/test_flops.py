@@ -11,11 +11,11 @@ from transformers import GPT2Config, Qwen2Config, Qwen2ForCausalLM, Qwen2Model, 
 from adatp_bench import flops
 from adatp_bench.errors import ConfigError
 from adatp_bench.models.full_size import build_on_meta, load_full_size_config
-from adatp_bench.report import flops_table
+from adatp_bench.report import flops_checks, flops_keep, flops_rows
 
 # ---- docs/flops.md §4 verification: expected values are the PUBLISHED ones, read from report/reference/*.csv --------
 
-PUBLISHED = flops_table.check_published_rows()
+PUBLISHED = flops_checks.check_published_rows()
 
 # The two rows docs/flops.md §4 marks as off: (method, retention) → (documented relative gap of ours vs printed,
 # second-stage count with which docs/flops.md §4 says the printed value is reproduced).
@@ -31,7 +31,7 @@ def test_reference_tables_are_complete() -> None:
 @pytest.mark.parametrize(
     "check", [c for c in PUBLISHED if not c.row.flag], ids=lambda c: f"{c.row.model}-{c.row.method}-{c.row.retention}"
 )
-def test_published_row_reproduces_to_printed_precision(check: flops_table.RowCheck) -> None:
+def test_published_row_reproduces_to_printed_precision(check: flops_checks.RowCheck) -> None:
     assert check.row.decimals in (1, 2)
     assert round(check.ours, check.row.decimals) == pytest.approx(check.row.published, abs=1e-9), check.row
 
@@ -39,7 +39,7 @@ def test_published_row_reproduces_to_printed_precision(check: flops_table.RowChe
 @pytest.mark.parametrize(
     "check", [c for c in PUBLISHED if c.row.flag], ids=lambda c: f"{c.row.method}-{c.row.retention}"
 )
-def test_flagged_rows_are_off_by_the_documented_amount(check: flops_table.RowCheck) -> None:
+def test_flagged_rows_are_off_by_the_documented_amount(check: flops_checks.RowCheck) -> None:
     gap, n1_fit = DOCUMENTED_OFF[(check.row.method, check.row.retention)]
     assert not check.matches
     assert check.ours / check.row.published - 1 == pytest.approx(gap, abs=0.01)
@@ -51,7 +51,7 @@ def test_flagged_rows_are_off_by_the_documented_amount(check: flops_table.RowChe
 
 def test_relative_flops_and_ov_05b_rows() -> None:
     # docs/flops.md §1.3: % of vanilla is model-specific (input-only 25% is 21.97% on OV-7B but 16.94% on OV-0.5B)
-    rows = {(r.model, r.label): r for r in flops_table.method_rows(flops_table.standard_entries())}
+    rows = {(r.model, r.label): r for r in flops_rows.method_rows(flops_rows.standard_entries())}
     assert round(rows["llava_ov_7b", "input-only r=25% (49/frame)"].pct_of_vanilla, 2) == 21.97
     assert round(rows["llava_ov_0.5b", "vanilla"].tflops, 2) == 3.94
     assert round(rows["llava_ov_0.5b", "input-only r=25% (49/frame)"].pct_of_vanilla, 2) == 16.94
@@ -59,7 +59,7 @@ def test_relative_flops_and_ov_05b_rows() -> None:
 
 
 def test_adatp_equivalent_keep_ratios_hit_targets() -> None:
-    solutions = flops_table.adatp_equivalents()
+    solutions = flops_keep.adatp_equivalents()
     assert len(solutions) == 6
     for s in solutions:
         assert s.tokens_pct == pytest.approx(s.target_pct, abs=0.01)

@@ -10,15 +10,16 @@ import sys
 import pytest
 
 from adatp_bench import flops
-from adatp_bench.report import flops_table
+from adatp_bench.report import flops_grid, flops_table
+from adatp_bench.report import published as reference
 
-GRID = flops_table.grid_rows()
+GRID = flops_grid.grid_rows()
 CELLS = {(r.model, r.method, r.budget): r for r in GRID}
 
 
 def published(csv_name: str, method: str, retention: str) -> tuple[str, str]:
     """(printed TFLOPs, token schedule) of one row of a reference CSV."""
-    with (flops_table.REFERENCE_DIR / csv_name).open(newline="") as fh:
+    with (reference.REFERENCE_DIR / csv_name).open(newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["method"] == method and r["retention"] == retention]
     assert len(rows) == 1, (csv_name, method, retention)
     column = "tflops" if "tflops" in rows[0] else "tflops_incl_newlines"  # Table 2 counts the kept newlines
@@ -26,7 +27,7 @@ def published(csv_name: str, method: str, retention: str) -> tuple[str, str]:
 
 
 def test_grid_covers_every_cell_of_table1_yaml() -> None:
-    models, methods, budgets = flops_table.table1_grid()
+    models, methods, budgets = flops_grid.table1_grid()
     assert set(models) == {"llava_ov_0.5b", "llava_ov_7b", "llava_video_7b"}
     for model in models:
         for method in methods:
@@ -60,9 +61,9 @@ def test_vanilla_cells_count_paper_positions() -> None:
 
 
 def test_adatp_operating_points_land_on_published_targets() -> None:
-    with (flops_table.REFERENCE_DIR / "adatp_headline.csv").open(newline="") as fh:
+    with (reference.REFERENCE_DIR / "adatp_headline.csv").open(newline="") as fh:
         targets = sorted(float(r["flops_pct"]) for r in csv.DictReader(fh) if r["method"] == "AdaTP")
-    pairs = flops_table.operating_point_rows()
+    pairs = flops_grid.operating_point_rows()
     assert sorted(op.target_pct for op, _ in pairs) == targets
     for op, row in pairs:
         assert row.status == "ok"
@@ -83,8 +84,8 @@ def test_data_dependent_cells_are_reported_as_such(key: tuple[str, str, str]) ->
     assert cell.status == "data-dependent"
     assert cell.tflops is None and cell.pct is None and cell.matches is None
     _, _, tokens, tflops, pct, _, _ = flops_table.grid_table([cell])[0]
-    assert tokens.startswith(flops_table.DATA_DEPENDENT) and tflops == pct == ""  # a status, never a number
-    assert flops_table.DATA_DEPENDENT in flops_table.render_grid([cell])
+    assert tokens.startswith(flops_grid.DATA_DEPENDENT) and tflops == pct == ""  # a status, never a number
+    assert flops_grid.DATA_DEPENDENT in flops_table.render_grid([cell])
 
 
 def test_fastv_on_llava_video_fixes_the_grid_part_only() -> None:
@@ -113,12 +114,12 @@ def test_command_exits_zero_and_prints_the_grid() -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     out = done.stdout
     assert "(b) Table 1 grid" in out and "(c) AdaTP operating points" in out
-    assert out.count(flops_table.DATA_DEPENDENT) >= 4 * 3 * 4  # 4 methods × 3 models × 4 budgets
+    assert out.count(flops_grid.DATA_DEPENDENT) >= 4 * 3 * 4  # 4 methods × 3 models × 4 budgets
     assert "33/35 rows match" in out
 
 
 def test_fastvid_settings_outside_the_grid() -> None:
-    rows = {label: row for label, row in flops_table.outside_grid_rows()}
+    rows = {label: row for label, row in flops_grid.outside_grid_rows()}
     assert rows["PyramidDrop 100%/4.1%/2.0%/1.0%"].matches  # FastVID Table 11, 14.7
     assert rows["SparseVLM 10.4/5.3/2.9%, no recycling"].matches  # 7.06
     dycoke = rows["DyCoke 32.5% (K = 0.9)"]

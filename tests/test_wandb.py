@@ -76,3 +76,20 @@ def test_table1_summary_run(wandb_env: Path) -> None:
     table = json.loads((path.parent / "files" / logged["table1/path"]).read_text())
     vanilla = [row for row in table["data"] if row[table["columns"].index("method")] == "vanilla"]
     assert len(vanilla) == 1 and "missing" in json.dumps(table["data"])  # the demo grid has unrun cells, marked
+
+
+def test_a_failing_tracker_never_fails_a_written_cell(wandb_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """W&B breaks after the record is on disk: the cell is done, its record ok, and the failure noted in provenance."""
+    from adatp_bench.loggers.wandb import WandbLogger
+    from adatp_bench.results import RunDir
+
+    def broken(self: WandbLogger, record: object, run_dir: object) -> str:
+        raise ConnectionError("api.wandb.ai unreachable")
+
+    monkeypatch.setattr(WandbLogger, "log_cell", broken)
+    cfg = compose([f"paths.root={wandb_env}", "logger=wandb", "method=vanilla", "benchmark=videomme_synth", "limit=1"])
+    outcome = run_cell(cfg)
+    assert outcome.status == "done" and outcome.record.status == "ok"
+    on_disk = RunDir(Path(cfg.paths.results_dir), outcome.record.run_id).record()
+    assert on_disk.status == "ok"
+    assert on_disk.provenance["logger_errors"] == {"wandb": "ConnectionError: api.wandb.ai unreachable"}

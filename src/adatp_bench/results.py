@@ -1,7 +1,6 @@
 """Result records: a typed schema, the run id, and an atomic, resumable store.
 
-Run identity follows dora: ``run_id`` is a hash of the settings that change the numbers (model, method and its
-hyperparameters, benchmark, frames, seed, limit), not of paths, loggers or launchers. It is also the folder name, so
+Each cell's folder is named by its run id (``identity.py``: a hash of the settings that change the numbers), so
 resubmitting a sweep only runs the missing cells:
 
     results/runs/<run_id>/
@@ -66,12 +65,6 @@ class ResultRecord:
     def from_dict(cls, data: dict[str, Any]) -> ResultRecord:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def run_id(identity: dict[str, Any]) -> str:
-    """12 hex digits of sha1 over the canonical JSON of the identity settings."""
-    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
 # -- atomic file helpers -----------------------------------------------------------------------------------------------

@@ -3,10 +3,13 @@
     python -m adatp_bench.run model=tiny method=fastv budget=r25 benchmark=videomme_synth
     python -m adatp_bench.run -m experiment=demo                      # a sweep (Hydra multirun)
 
-Order of work: validate every setting (no model loaded yet) → run id → skip if done → lock the cell → resume from the
-samples an earlier attempt left → lmms-eval ``simple_evaluate`` with the real task code → verify every expected metric →
-efficiency (tokens, FLOPs, latency, memory) → atomic record → optional W&B. A failure is recorded with its error and the
-function returns normally, so the rest of a sweep goes on.
+Order of work (:func:`run_cell`): run id (``identity.py``) → skip if its record says done → lock the cell → write
+``config.yaml`` → validate every setting against the model's dimensions (no weights loaded yet) → read the samples an
+earlier attempt left → data in place and the task rendered → lmms-eval ``simple_evaluate`` with the real task code,
+resuming past the finished samples → verify every expected metric → efficiency (tokens, FLOPs, latency, memory) →
+atomic record → the configured trackers (``logger=``; their failure never fails the cell). A failure is recorded with
+its error and the function returns normally, so the rest of a sweep goes on; :func:`main` turns it into exit status 1
+for a single run.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from adatp_bench.config import CONF_PATH, method_settings
 from adatp_bench.errors import AdatpBenchError
+from adatp_bench.identity import cell_run_id
 from adatp_bench.results import (
     ResultRecord,
     RunDir,
@@ -35,7 +39,6 @@ from adatp_bench.results import (
     git_state,
     hardware,
     package_versions,
-    run_id,
 )
 
 log = logging.getLogger("adatp_bench.run")
@@ -62,25 +65,6 @@ class CellOutcome:
         }
 
 
-def cell_identity(cfg: DictConfig, method_settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings that change the numbers (dora's signature): paths, loggers and launchers are left out."""
-    m = cfg.model
-    return {
-        "model": {
-            "name": m.name,
-            "source": m.source,
-            "dtype": m.dtype,
-            "attn_implementation": m.attn_implementation,
-            "num_frames": m.num_frames,
-            "relevance_encoder": m.relevance_encoder,
-        },
-        "method": {"name": cfg.method.name, **method_settings},
-        "benchmark": {"name": cfg.benchmark.name, "task": cfg.benchmark.task},
-        "seed": cfg.seed,
-        "limit": cfg.limit,
-    }
-
-
 def _attempt() -> dict[str, Any]:
     """Which attempt produced a sample: SLURM job id and restart count (a requeued job resumes mid-cell)."""
     return {
@@ -103,7 +87,7 @@ def run_cell(cfg: DictConfig) -> CellOutcome:
     from adatp_bench.pruning import build_method
 
     settings = method_settings(cfg.method)
-    rid = run_id(cell_identity(cfg, settings))
+    rid = cell_run_id(cfg)
     run_dir = RunDir(Path(cfg.paths.results_dir), rid)
     label = f"{cfg.model.name} | {cfg.method.name}({_fmt(settings)}) | {cfg.benchmark.name}"
     if run_dir.is_done() and not cfg.force:
@@ -181,10 +165,24 @@ def run_cell(cfg: DictConfig) -> CellOutcome:
         return CellOutcome("failed", label, record)
     score = "n/a" if record.score is None else f"{record.score:.2f}"
     log.info("[done] %s: score %s in %.1fs", label, score, record.provenance["wall_s"])
-    from adatp_bench.report.wandb_log import log_cell
-
-    log_cell(cfg, record, run_dir)
+    send_to_loggers(cfg, record, run_dir)
     return CellOutcome("done", label, record)
+
+
+def send_to_loggers(cfg: DictConfig, record: ResultRecord, run_dir: RunDir) -> None:
+    """Send a written record to every configured tracker (``cfg.logger``: nodes with a ``_target_``). The record is
+    already on disk: a tracker that fails is logged and noted in the record's provenance, never a failed cell."""
+    from hydra.utils import instantiate
+
+    for name, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        try:
+            instantiate(node).log_cell(record, run_dir)
+        except Exception as err:  # a tracker must never fail a finished cell
+            log.warning("[logger] %s failed for %s: %s: %s", name, record.run_id, type(err).__name__, err)
+            record.provenance.setdefault("logger_errors", {})[name] = f"{type(err).__name__}: {err}"
+            run_dir.write_record(record)
 
 
 @hydra.main(config_path=CONF_PATH, config_name="config", version_base="1.3")

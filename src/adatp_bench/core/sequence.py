@@ -24,10 +24,10 @@ class SequenceState:
         frame, row, col: (L,) grid cell of each video position (-1 for text; col == grid_w for a row newline).
         original_index: (L,) index of each position in the sequence that entered layer 0.
         question_mask: (L,) True for the text tokens after the video (question + answer prompt).
-        newline_layout: ``per_video`` or ``per_row`` (see ``models/layout.py``).
+        newline_layout: ``per_video`` or ``per_row`` (see ``core/layout.py``).
         layer_idx: the decoder layer about to run.
         probe: ``probe(rows) -> (heads, len(rows), L)`` fp32 attention of *this* layer on *this* input for the given
-            query rows (default: the last row); see ``pruning/probe.py``.
+            query rows (default: the last row), bound by the decoder loop; see ``models/attention.py``.
     """
 
     hidden: torch.Tensor

@@ -4,8 +4,10 @@ The JSON files in `models/configs/` hold the published config values (no hub acc
 sources and notes on every value that is derived or uncertain. Each file has the keys
 
 - `name`, `hub_id`, `config_class`, `sources`, `notes`: documentation;
-- `config`: the transformers config dict (what `config.json` on the hub holds);
-- `video` (LLaVA models only): the video path, which is not part of the HF config (frames, pooling, newline layout).
+- `config`: the transformers config dict (what `config.json` on the hub holds).
+
+The video path (frames, pooling, newline layout) is not an HF config field: its one source is `models/specs.py`, and
+`video_path(name)` combines it with the config's patch grid.
 
 `build_on_meta(name)` builds the full-size model on the `meta` device: no memory, ≈ 0.05 s, usable for parameter
 counts and for FLOP counting (docs/flops.md §8.2).
@@ -15,17 +17,18 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from transformers import LlavaOnevisionConfig, PreTrainedConfig, PreTrainedModel, SiglipConfig
 
+from adatp_bench.core.layout import NewlineLayout
 from adatp_bench.errors import ConfigError
+from adatp_bench.models.specs import MODEL_SPECS, Pooling
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -40,21 +43,14 @@ _CONFIG_CLASSES: dict[str, type[PreTrainedConfig]] = {
 
 @dataclass(frozen=True)
 class VideoPath:
-    """How a LLaVA model turns F frames into LLM positions (docs/flops.md §3, docs/upstream.md §6 and §7)."""
+    """How a LLaVA model turns F frames into LLM positions, from its :class:`~adatp_bench.models.specs.ModelSpec` (the
+    one source of frames, pooling and newline layout) and its vision config (patch grid)."""
 
     frames: int
-    pooling: Literal["bilinear", "average"]
-    pool_stride: int
-    newline_layout: Literal["one_token", "grid"]
+    pooling: Pooling
+    newline_layout: NewlineLayout
     patch_grid: int  # SigLIP patches per side: image_size // patch_size (27 at 384 px, patch 14)
-
-    @property
-    def pooled_grid(self) -> int:
-        """Tokens per side after pooling: bilinear rounds up (HF `apply_pooling`: ceil(27/2) = 14), 2×2 average
-        pooling rounds down (LLaVA-NeXT `avg_pool2d`: floor(27/2) = 13)."""
-        if self.pooling == "bilinear":
-            return math.ceil(self.patch_grid / self.pool_stride)
-        return self.patch_grid // self.pool_stride
+    pooled_grid: int  # tokens per side after pooling (ModelSpec.pooled_side: 14 bilinear, 13 average)
 
     @property
     def tokens_per_frame(self) -> int:
@@ -68,14 +64,14 @@ class VideoPath:
 
     @property
     def newline_tokens(self) -> int:
-        """Newline positions: one after the whole video ("one_token") or one per pooled row ("grid")."""
-        return 1 if self.newline_layout == "one_token" else self.frames * self.pooled_grid
+        """Newline positions: one after the whole video (``per_video``) or one per pooled row (``per_row``)."""
+        return 1 if self.newline_layout == "per_video" else self.frames * self.pooled_grid
 
     @property
     def paper_video_tokens(self) -> int:
         """Video positions counted by the paper convention (docs/flops.md §1): the OV single trailing newline is
         excluded, LLaVA-Video's row newlines are included. 6272 (OV), 11648 (LLaVA-Video)."""
-        if self.newline_layout == "one_token":
+        if self.newline_layout == "per_video":
             return self.visual_tokens
         return self.visual_tokens + self.newline_tokens
 
@@ -135,16 +131,17 @@ def load_full_size_config(name: str) -> PreTrainedConfig:
 def video_path(name: str) -> VideoPath:
     """The video path of a LLaVA model (frames, pooling, newline layout); `ConfigError` for SigLIP or unknown names."""
     data = _read(name)
-    if "video" not in data:
-        raise ConfigError(f"{name!r} has no video path ({CONFIG_DIR / (name + '.json')} has no 'video' key)")
+    spec = next((s for s in MODEL_SPECS.values() if s.full_size_config == name), None)
+    if spec is None or "vision_config" not in data["config"]:
+        raise ConfigError(f"{name!r} has no video path: no model spec in models/specs.py uses this config")
     vision = data["config"]["vision_config"]
-    v = data["video"]
+    patch_grid = int(vision["image_size"]) // int(vision["patch_size"])
     return VideoPath(
-        frames=int(v["frames"]),
-        pooling=v["pooling"],
-        pool_stride=int(v["pool_stride"]),
-        newline_layout=v["newline_layout"],
-        patch_grid=int(vision["image_size"]) // int(vision["patch_size"]),
+        frames=spec.num_frames,
+        pooling=spec.pooling,
+        newline_layout=spec.newline_layout,
+        patch_grid=patch_grid,
+        pooled_grid=spec.pooled_side(patch_grid),
     )
 
 

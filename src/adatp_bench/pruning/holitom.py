@@ -221,6 +221,7 @@ def outer_stage(
         stats.update(windows=[[s, e] for s, e in windows], static_removed=removed, window_retention=ratio)
     pieces: list[_Piece] = []
     all_cells = torch.arange(cells)
+    static_counts: list[int] = []
     for start, end in windows:
         static = torch.zeros(cells, dtype=torch.bool)
         if end > start:
@@ -230,12 +231,15 @@ def outer_stage(
                 static_feats, round(len(static_feats) * ratio), beta, k, generator
             )
             pieces.append(_Piece(merged, start, all_cells[static][centres], weight * (end - start + 1)))
+        static_counts.append(int(static.sum()))
         dynamic = all_cells[~static]
         for f in range(start, end + 1):
             feats, index, weight = merge_by_attention_density(
                 frames[f, ~static], attention[f, ~static], ratio, d, beta, k, generator
             )
             pieces.append(_Piece(feats, f, dynamic[index], weight))
+    if stats is not None:
+        stats["static_cells"] = static_counts  # per window: cells static on all its transitions (0 for one frame)
     return pieces
 
 

@@ -196,6 +196,7 @@ class _Group:
     frame: int
     cells: torch.Tensor  # (n,) flat cell index row·w + col carried by each token
     weight: torch.Tensor  # (n,) original tokens each token stands for
+    cells_in: int = 0  # cells the group held before clustering (static: the window's static cells)
 
 
 def _reduce(
@@ -232,10 +233,10 @@ def merge_window(
     feats, kept_cells, weight = _reduce(
         window[:, static].mean(dim=0), cells[static], window.shape[0], ratio, k, generator
     )
-    groups.append(_Group(feats, start, kept_cells, weight))
+    groups.append(_Group(feats, start, kept_cells, weight, int(static.sum())))
     for i in range(window.shape[0]):
         feats, kept_cells, weight = _reduce(window[i, ~static], cells[~static], 1, ratio, k, generator)
-        groups.append(_Group(feats, start + i, kept_cells, weight))
+        groups.append(_Group(feats, start + i, kept_cells, weight, int((~static).sum())))
     return groups
 
 
@@ -329,6 +330,7 @@ class PruneVidStage1(PruningMethod):
         flat = [g for window in groups for g in window]
         out, group_id = groups_to_tokens(flat, layout.grid_w)
         ctx.stats["window_sizes"] = windows
+        ctx.stats["static_cells"] = [window[0].cells_in for window in groups]  # per window, before clustering
         ctx.stats["static_sizes"] = [len(window[0].cells) for window in groups]
         ctx.stats["dynamic_sizes"] = [sum(len(g.cells) for g in window[1:]) for window in groups]
         positions = layout.grid_position(out.frame, out.row, out.col)

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from adatp_bench.config import compose, group_options, hydra_session, method_settings, require_option, search_dirs
+from adatp_bench.identity import cell_run_id
 from adatp_bench.results import atomic_write_text
 
 #: Grids at least this large are cached (composing costs ≈ 0.1 s per cell; small grids are cheaper to recompose).
@@ -95,10 +96,9 @@ def _cache_path(combos: list[tuple[str, ...]]) -> Path:
     ``$ADATP_CACHE_DIR`` (default ``~/.cache/adatp_bench``)."""
     import inspect
 
-    from adatp_bench.results import run_id
-    from adatp_bench.run import cell_identity
+    from adatp_bench import identity
 
-    digest = hashlib.sha1(inspect.getsource(cell_identity).encode() + inspect.getsource(run_id).encode())
+    digest = hashlib.sha1(inspect.getsource(identity).encode())
     for root in search_dirs(combos[0] if combos else ()):
         for path in sorted(root.rglob("*.yaml")):
             digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
@@ -113,9 +113,6 @@ def compose_cells(combos: list[tuple[str, ...]], desc: str = "grid") -> list[Cel
     Hydra's compose costs ≈ 0.1 s per cell, so a large grid's expansion is cached (resolved configs, keyed by the
     contents of conf/, the overrides and the working directory: any config change recomposes).
     """
-    from adatp_bench.results import run_id
-    from adatp_bench.run import cell_identity
-
     cache = _cache_path(combos)
     if len(combos) >= CACHE_MIN_CELLS and cache.exists():
         rows = json.loads(cache.read_text())
@@ -124,7 +121,7 @@ def compose_cells(combos: list[tuple[str, ...]], desc: str = "grid") -> list[Cel
     with hydra_session():
         for combo in tqdm(combos, desc=desc, disable=len(combos) < 50, leave=False):
             cfg = compose(combo)
-            rid = run_id(cell_identity(cfg, method_settings(cfg.method)))
+            rid = cell_run_id(cfg)
             cells.setdefault(rid, Cell(overrides=tuple(combo), config=cfg, run_id=rid))
     if len(combos) >= CACHE_MIN_CELLS:
         rows = [

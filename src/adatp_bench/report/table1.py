@@ -191,10 +191,10 @@ def main(argv: list[str] | None = None) -> None:
     table = pivot(long)
     paths = render(table, long, args.out, f"Table 1 ({args.experiment})")
     if args.wandb:
-        from adatp_bench.report.wandb_log import log_table
+        from adatp_bench.loggers.wandb import WandbLogger
 
-        settings = {"mode": args.wandb, "project": args.wandb_project, "dir": str(args.wandb_dir.resolve())}
-        print("W&B summary run:", log_table(settings, args.experiment, table, paths))
+        logger = WandbLogger(dir=str(args.wandb_dir.resolve()), mode=args.wandb, project=args.wandb_project)
+        print("W&B summary run:", logger.log_table(args.experiment, table, paths))
     counts = long.status.value_counts().to_dict()
     print(table.drop(columns=["published source"]).map(_fmt).to_markdown(index=False))
     print(f"\ncells: {counts}; wrote " + ", ".join(str(p) for p in paths.values()))
