@@ -19,7 +19,7 @@ TABLE1 ?= table1,table1_adatp
 WANDB ?=                      # offline | online: also log each cell and the rendered table to W&B
 comma := ,
 
-.PHONY: help install lock demo test test-fast lint flops-table table1 table1-render bench clean
+.PHONY: help install lock demo test test-fast lint check-data flops-table table1 table1-render bench clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n",$$1,$$2}'
@@ -60,6 +60,9 @@ table1: install ## Preflight, launch the missing Table 1 cells (LAUNCHER=local|s
 
 table1-render: install ## Re-render results/table1.* from the records only (no GPU)
 	$(PY) -m adatp_bench.report.table1 --experiment $(TABLE1) --out results $(ARGS)
+
+check-data: install ## Pre-flight a benchmark's data: schema of every row, every video at its sampled frames (ARGS=benchmark=... model=...)
+	cd $(WORKDIR) && $(APY) -m adatp_bench.eval.check_data $(ARGS)
 
 flops-table: install ## Paper-convention FLOPs of the Table 1 grid, checked against FastVID's published TFLOPs
 	$(PY) -m adatp_bench.report.flops_table

@@ -103,14 +103,14 @@ def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path: Path, monkeypa
 
 def test_missing_video_fails_the_cell_with_the_file_named(tmp_path: Path) -> None:
     cfg = cell_config(tmp_path, "model=tiny", "method=vanilla", "benchmark=longvideobench_val_v_synth")
-    from adatp_bench.eval.benchmarks import ensure_synthetic
+    from adatp_bench.eval.dataset import ensure_data
 
-    data = ensure_synthetic(Path(cfg.benchmark.data_dir), n_items=3, seed=0)
+    data = ensure_data(cfg.benchmark).data_dir
     victim = sorted((data / "datasets" / "longvideobench" / "videos").rglob("*.mp4"))[0]
     victim.unlink()
     outcome = run_cell(cfg)
     assert outcome.status == "failed"
-    assert outcome.record.error_type == "VideoError"
+    assert outcome.record.error_type == "DataCheckError"  # found by the pre-flight, before the model loads
     assert victim.name in outcome.record.error
 
 
@@ -157,11 +157,11 @@ def test_torn_jsonl_line_is_ignored(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_lmms_eval_cli_with_our_model(tmp_path: Path) -> None:
     """`lmms-eval eval --model adatp_bench` resolves through the entry point and scores with the real task code."""
-    from adatp_bench.eval.benchmarks import ensure_synthetic
+    from adatp_bench.eval.dataset import ensure_data
     from adatp_bench.eval.tasks import write_task_dir
     from adatp_bench.eval.verify import load_cli_results, verify_results
 
-    data = ensure_synthetic(tmp_path / "data", n_items=3, seed=0)
+    data = ensure_data({"benchmark": "videomme", "variant": "synth", "data_dir": str(tmp_path / "data")}).data_dir
     tasks = write_task_dir(data, tmp_path / "tasks", variant="synth", benchmarks=["videomme"])
     out = tmp_path / "out"
     cmd = [

@@ -102,7 +102,7 @@ def test_seeking_path_returns_the_same_frames_as_sequential_decoding(
     for n, expected in sequential.items():
         seeked = video_module._pyav_read_by_seeking(path, n)
         assert seeked is not None
-        np.testing.assert_array_equal(seeked, expected)
+        np.testing.assert_array_equal(seeked.frames, expected)
         np.testing.assert_array_equal(load_video_frames(path, n, backend="pyav"), expected)
 
 

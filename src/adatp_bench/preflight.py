@@ -60,47 +60,45 @@ def data_problem(cell: Cell) -> str | None:
     b = cell.config.benchmark
     if b.variant == "synth":
         return None  # generated on first use
-    from adatp_bench.eval.tasks import BENCHMARKS
+    from adatp_bench.eval.dataset import dataset_ref
 
-    spec = BENCHMARKS[b.benchmark]
-    data_dir = Path(b.data_dir)
-    annotation = Path(b.annotation) if b.get("annotation") else data_dir / spec.annotation
-    videos = Path(b.video_dir) if b.get("video_dir") else data_dir / spec.video_subdir
-    missing = [str(p) for p in (annotation, videos) if not p.exists()]
+    ref = dataset_ref(b)
+    missing = [str(p) for p in (ref.annotation, ref.video_dir) if not p.exists()]
     if not missing:
         return None
     return f"{b.name}: missing {', '.join(missing)} (see README 'Benchmarks'; or set benchmark.data_dir=...)"
 
 
-def video_problem(cell: Cell) -> str | None:
-    """Every video of a real benchmark resolves and decodes (``--videos``; reads the whole annotation file)."""
-    b = cell.config.benchmark
-    if b.variant == "synth" or data_problem(cell):
-        return None
-    from adatp_bench.eval.check_data import check_benchmark
+def video_problems(cells: list[Cell]) -> list[str]:
+    """Every row of each real benchmark follows the schema and every video decodes at the frames each model of the
+    grid samples (``--videos``; reads whole annotation files, decodes each video's sampled frames once, cached)."""
+    from adatp_bench.eval.check_data import check_dataset
+    from adatp_bench.eval.dataset import dataset_ref
 
-    report = check_benchmark(
-        b.benchmark,
-        Path(b.data_dir),
-        Path(b.annotation) if b.get("annotation") else None,
-        Path(b.video_dir) if b.get("video_dir") else None,
-    )
-    return None if report.ok else report.summary()
+    benchmarks = {c.benchmark: c.config.benchmark for c in cells if c.config.benchmark.variant != "synth"}
+    frame_counts = sorted({c.config.model.num_frames or get_spec(c.model).num_frames for c in cells})
+    problems = []
+    for name, bench in benchmarks.items():
+        if any(data_problem(c) for c in cells if c.benchmark == name):
+            continue  # reported as missing already
+        for num_frames in frame_counts:
+            report = check_dataset(dataset_ref(bench), num_frames)
+            if not report.ok:
+                problems.append(report.summary())
+    return problems
 
 
 def check(experiments: list[str], overrides: list[str] | None = None, videos: bool = False) -> list[str]:
     """Every distinct problem of the experiments' cells (empty when ready)."""
     problems: dict[str, None] = {}
-    checked_benchmarks: set[str] = set()
     for exp in experiments:
-        for cell in axis_representatives(exp, overrides):
-            found = [model_problem(cell), relevance_problem(cell), data_problem(cell)]
-            if videos and cell.benchmark not in checked_benchmarks:
-                checked_benchmarks.add(cell.benchmark)
-                found.append(video_problem(cell))
-            for problem in found:
+        cells = axis_representatives(exp, overrides)
+        for cell in cells:
+            for problem in (model_problem(cell), relevance_problem(cell), data_problem(cell)):
                 if problem:
                     problems[problem] = None
+        if videos:
+            problems.update(dict.fromkeys(video_problems(cells)))
     return list(problems)
 
 

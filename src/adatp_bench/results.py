@@ -24,13 +24,14 @@ import platform
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the data a record scored (``data``), its settings id, samples keyed by document content
 PACKAGES = ("torch", "transformers", "lmms_eval", "hydra-core", "accelerate", "av", "decord", "wandb", "adatp-bench")
 
 
@@ -54,6 +55,8 @@ class ResultRecord:
     efficiency: dict[str, Any] = field(default_factory=dict)  # tokens, FLOPs, latency, memory (means over samples)
     error: str | None = None
     error_type: str | None = None
+    settings_id: str | None = None  # the run id without the data (identity.py): finds the record where data is absent
+    data: dict[str, Any] = field(default_factory=dict)  # which data it scored: annotation, sha256, n_docs, video_dir
     config: dict[str, Any] = field(default_factory=dict)  # resolved Hydra config
     provenance: dict[str, Any] = field(default_factory=dict)  # git SHA, versions, hardware, times
     schema_version: int = SCHEMA_VERSION
@@ -131,11 +134,13 @@ class RunDir:
         return self.path / ("samples.jsonl" if rank == 0 else f"samples.rank{rank}.jsonl")
 
     def all_samples(self) -> list[dict[str, Any]]:
-        """Per-sample rows of every rank, de-duplicated by (task, doc_id) (first one wins)."""
-        done: dict[tuple[str, int], dict[str, Any]] = {}
+        """Per-sample rows of every rank, de-duplicated by (task, doc id, doc hash) (first one wins). Rows without a
+        document hash (written before schema 2) are ignored: they cannot be matched to their document."""
+        done: dict[SampleKey, dict[str, Any]] = {}
         for path in sorted(self.path.glob("samples*.jsonl")):
             for row in read_jsonl(path):
-                done.setdefault((row["task"], int(row["doc_id"])), row)
+                if row.get("doc_hash"):
+                    done.setdefault(sample_key(row), row)
         return [done[k] for k in sorted(done)]
 
     def record(self) -> ResultRecord | None:
@@ -147,9 +152,25 @@ class RunDir:
         rec = self.record()
         return rec is not None and rec.status == "ok"
 
-    def completed_samples(self) -> dict[tuple[str, int], dict[str, Any]]:
-        """Samples already answered by an earlier (preempted) attempt, keyed by (task, doc_id); first one wins."""
-        return {(row["task"], int(row["doc_id"])): row for row in self.all_samples()}
+    def completed_samples(self) -> dict[SampleKey, dict[str, Any]]:
+        """Samples an earlier (preempted) attempt finished, keyed by (task, doc id, doc hash): a sample is reused only
+        for the very document it answered."""
+        return {sample_key(row): row for row in self.all_samples()}
+
+    def supersede(self) -> Path | None:
+        """Move this cell's samples and record into ``superseded/<UTC time>/`` (``force=true``: every sample is
+        evaluated again, and nothing computed before is deleted). Returns the folder, or None if there was nothing."""
+        files = [*self.path.glob("samples*.jsonl"), *self.path.glob("scored.rank*.json")]
+        files += [self.record_path, self.path / "lmms_results.json"]
+        files = [p for p in files if p.exists()]
+        if not files:
+            return None
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        dest = self.path / "superseded" / stamp
+        dest.mkdir(parents=True, exist_ok=True)
+        for path in files:
+            os.replace(path, dest / path.name)
+        return dest
 
     def write_record(self, record: ResultRecord) -> None:
         atomic_write_text(self.record_path, record.to_json())
@@ -164,6 +185,14 @@ class RunDir:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+SampleKey = tuple[str, int, str]  # (task, doc id, doc hash)
+
+
+def sample_key(row: dict[str, Any]) -> SampleKey:
+    """The key a sample row is stored and resumed under."""
+    return (str(row["task"]), int(row["doc_id"]), str(row.get("doc_hash") or ""))
 
 
 def load_records(root: Path) -> list[ResultRecord]:

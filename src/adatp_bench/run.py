@@ -3,13 +3,15 @@
     python -m adatp_bench.run model=tiny method=fastv budget=r25 benchmark=videomme_synth
     python -m adatp_bench.run -m experiment=demo                      # a sweep (Hydra multirun)
 
-Order of work (:func:`run_cell`): run id (``identity.py``) → skip if its record says done → lock the cell → write
-``config.yaml`` → validate every setting against the model's dimensions (no weights loaded yet) → read the samples an
-earlier attempt left → data in place and the task rendered → lmms-eval ``simple_evaluate`` with the real task code,
-resuming past the finished samples → verify every expected metric → efficiency (tokens, FLOPs, latency, memory) →
-atomic record → the configured trackers (``logger=``; their failure never fails the cell). A failure is recorded with
-its error and the function returns normally, so the rest of a sweep goes on; :func:`main` turns it into exit status 1
-for a single run.
+Order of work (:func:`run_cell`): check the run settings (seed, limit, frames) → identify the data the cell scores
+(``eval/dataset.py``) → run id (``identity.py``) → skip if its record says done (unless ``force=true``) → lock the
+cell → write ``config.yaml`` → validate the method against the model's dimensions (no weights loaded yet) → data in
+place → **pre-flight**: every scored row follows the schema and every video decodes at the sampled frames
+(``eval/check_data.py``) → the task rendered into the cell's own folder → lmms-eval ``simple_evaluate`` with the real
+task code, resuming past the finished samples (``force=true`` moves them aside and evaluates every sample again) →
+verify every expected metric → efficiency (tokens, FLOPs, latency, memory) → atomic record → the configured trackers
+(``logger=``; their failure never fails the cell). A failure is recorded with its root cause (file, row, value) and the
+function returns normally, so the rest of a sweep goes on; :func:`main` turns it into exit status 1 for a single run.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from adatp_bench.config import CONF_PATH, method_settings
-from adatp_bench.errors import AdatpBenchError
-from adatp_bench.identity import cell_run_id
+from adatp_bench.errors import AdatpBenchError, ConfigError, DatasetError, root_cause
+from adatp_bench.identity import cell_run_id, cell_settings_id
 from adatp_bench.results import (
     ResultRecord,
     RunDir,
@@ -51,18 +53,41 @@ class CellOutcome:
     status: Literal["done", "skipped", "failed", "busy"]
     label: str
     record: ResultRecord | None = None
+    error: str | None = None  # a failure before any record could be written (an impossible run setting)
 
     def as_status(self) -> dict[str, Any]:
         rec = self.record
+        if rec is not None and rec.error:
+            error: str | None = f"{rec.error_type}: {rec.error}"
+        elif self.status == "busy":
+            error = "another process holds this cell"
+        else:
+            error = self.error
         return {
             "label": self.label,
             "status": self.status,
             "run_id": rec.run_id if rec else None,
             "score": rec.score if rec else None,
-            "error": f"{rec.error_type}: {rec.error}"
-            if rec is not None and rec.error
-            else ("another process holds this cell" if self.status == "busy" else None),
+            "error": error,
         }
+
+
+def check_run_settings(cfg: DictConfig) -> None:
+    """The settings every cell shares, checked before anything else: ``seed`` an integer, ``limit`` null or a
+    positive integer, ``model.num_frames`` null or a positive integer, ``force`` a boolean."""
+
+    def integer(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not integer(cfg.seed):
+        raise ConfigError(f"seed={cfg.seed!r} must be an integer")
+    if cfg.limit is not None and not (integer(cfg.limit) and cfg.limit >= 1):
+        raise ConfigError(f"limit={cfg.limit!r} must be a positive integer (documents to evaluate) or null (all)")
+    frames = cfg.model.get("num_frames")
+    if frames is not None and not (integer(frames) and frames >= 1):
+        raise ConfigError(f"model.num_frames={frames!r} must be a positive integer or null (the model's default)")
+    if not isinstance(cfg.force, bool):
+        raise ConfigError(f"force={cfg.force!r} must be true or false")
 
 
 def _attempt() -> dict[str, Any]:
@@ -80,68 +105,37 @@ def _fmt(settings: dict[str, Any]) -> str:
 
 def run_cell(cfg: DictConfig) -> CellOutcome:
     """Evaluate one cell, or return its existing record when it is already done."""
-    from adatp_bench.eval.benchmarks import prepare_benchmark
-    from adatp_bench.eval.evaluate import evaluate_cell
-    from adatp_bench.models.dims import model_dims
-    from adatp_bench.models.specs import get_spec
-    from adatp_bench.pruning import build_method
+    from adatp_bench.eval.dataset import dataset_identity
 
-    settings = method_settings(cfg.method)
-    rid = cell_run_id(cfg)
-    run_dir = RunDir(Path(cfg.paths.results_dir), rid)
+    label = f"{cfg.model.name} | {cfg.method.name} | {cfg.benchmark.name}"
+    try:
+        check_run_settings(cfg)
+        settings = method_settings(cfg.method)
+    except ConfigError as err:
+        log.error("[failed] %s: ConfigError: %s", label, err)
+        return CellOutcome("failed", label, error=f"ConfigError: {err}")
     label = f"{cfg.model.name} | {cfg.method.name}({_fmt(settings)}) | {cfg.benchmark.name}"
+    settings_id = cell_settings_id(cfg)
+    results_dir = Path(cfg.paths.results_dir)
+    try:
+        data_identity = dataset_identity(cfg.benchmark)
+    except ConfigError as err:  # an impossible data setting (n_items=0): nothing to record a cell under
+        log.error("[failed] %s: ConfigError: %s", label, err)
+        return CellOutcome("failed", label, error=f"ConfigError: {err}")
+    except DatasetError as err:  # no data to identify the cell by: its failure is filed under the settings id
+        return _failed(cfg, RunDir(results_dir, settings_id), label, settings, settings_id, err, time.time(), {})
+    run_dir = RunDir(results_dir, cell_run_id(cfg, data_identity))
     if run_dir.is_done() and not cfg.force:
         log.info("[skip] %s already done: %s", label, run_dir.path)
         return CellOutcome("skipped", label, run_dir.record())
-
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    base = {
-        "run_id": rid,
-        "model": cfg.model.name,
-        "method": cfg.method.name,
-        "method_settings": settings,
-        "benchmark": cfg.benchmark.name,
-        "task": cfg.benchmark.task,
-        "seed": cfg.seed,
-        "config": resolved,
-    }
     started = time.time()
-    provenance = {
-        **git_state(),
-        "packages": package_versions(),
-        "environment": environment(),
-        "hardware": hardware(),
-        "started": started,
-    }
-    # Data-parallel evaluation (torchrun/accelerate, lmms-eval shards documents by rank): every rank runs the cell, only
-    # rank 0 holds the lock and writes the record; each rank appends its samples to its own file.
+    provenance = _provenance(started)
     main_rank = int(os.environ.get("RANK", 0)) == 0
-    provenance["world_size"] = int(os.environ.get("WORLD_SIZE", 1))
     try:
+        # Data-parallel evaluation (torchrun/accelerate, lmms-eval shards documents by rank): every rank runs the
+        # cell, only rank 0 holds the lock and writes the record; each rank appends its samples to its own file.
         with run_dir.lock() if main_rank else contextlib.nullcontext():
-            if main_rank:
-                atomic_write_text(run_dir.path / "config.yaml", OmegaConf.to_yaml(resolved))
-            # Every setting is checked before any weight is loaded.
-            spec = get_spec(cfg.model.name)
-            method = build_method(cfg.method.name, **settings)
-            dims = model_dims(spec, cfg.model.source)
-            method.validate(dims.tokens_per_frame, cfg.model.num_frames or spec.num_frames, dims.num_layers)
-            completed = run_dir.completed_samples()
-            if completed:
-                log.info("[resume] %s: %d samples already answered", label, len(completed))
-            log.info("[run] %s → %s", label, run_dir.path)
-            bench = prepare_benchmark(cfg.benchmark, Path(cfg.paths.data_dir))
-            result = evaluate_cell(
-                cfg=cfg,
-                spec=spec,
-                method=method,
-                bench=bench,
-                run_dir=run_dir,
-                completed=completed,
-                on_sample=lambda rec: append_jsonl(run_dir.samples_path, {**rec, **_attempt()}),
-            )
-            provenance.update(finished=time.time(), wall_s=time.time() - started)
-            record = ResultRecord(status="ok", provenance=provenance, **base, **result)
+            record = _evaluate(cfg, run_dir, label, settings, settings_id, data_identity, provenance, main_rank)
             if not main_rank:
                 return CellOutcome("done", label, record)
             run_dir.write_record(record)
@@ -149,24 +143,137 @@ def run_cell(cfg: DictConfig) -> CellOutcome:
         log.warning("[busy] %s is being run by another process; skipping", label)
         return CellOutcome("busy", label)
     except Exception as err:
-        provenance.update(finished=time.time(), wall_s=time.time() - started, traceback=traceback.format_exc())
-        record = ResultRecord(
-            status="failed",
-            error=str(err),
-            error_type=type(err).__name__,
-            provenance=provenance,
-            **base,
-        )
-        if main_rank:
-            run_dir.write_record(record)
-        log.error("[failed] %s: %s: %s", label, type(err).__name__, err)
-        if not isinstance(err, AdatpBenchError):
-            log.error(provenance["traceback"])
-        return CellOutcome("failed", label, record)
+        return _failed(cfg, run_dir, label, settings, settings_id, err, started, provenance, write=main_rank)
     score = "n/a" if record.score is None else f"{record.score:.2f}"
     log.info("[done] %s: score %s in %.1fs", label, score, record.provenance["wall_s"])
     send_to_loggers(cfg, record, run_dir)
     return CellOutcome("done", label, record)
+
+
+def _evaluate(
+    cfg: DictConfig,
+    run_dir: RunDir,
+    label: str,
+    settings: dict[str, Any],
+    settings_id: str,
+    data_identity: dict[str, Any],
+    provenance: dict[str, Any],
+    main_rank: bool,
+) -> ResultRecord:
+    """The work inside the cell's lock: validation, pre-flight, evaluation; returns the finished record."""
+    from adatp_bench.eval.benchmarks import prepare_benchmark
+    from adatp_bench.eval.check_data import check_dataset, require_usable
+    from adatp_bench.eval.dataset import dataset_fingerprint, ensure_data
+    from adatp_bench.eval.evaluate import evaluate_cell
+    from adatp_bench.models.dims import model_dims
+    from adatp_bench.models.loading import is_constant
+    from adatp_bench.models.specs import get_spec
+    from adatp_bench.pruning import build_method
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if main_rank:
+        atomic_write_text(run_dir.path / "config.yaml", OmegaConf.to_yaml(resolved))
+    # Every setting is checked before any weight is loaded.
+    spec = get_spec(cfg.model.name)
+    if is_constant(spec.name, cfg.model.source) and cfg.method.name != "vanilla":
+        raise ConfigError(f"model=constant answers without a model and takes no pruning method, got {cfg.method.name}")
+    method = build_method(cfg.method.name, **settings)
+    dims = model_dims(spec, cfg.model.source)
+    num_frames = cfg.model.num_frames or spec.num_frames
+    method.validate(dims.tokens_per_frame, num_frames, dims.num_layers)
+    if cfg.force and main_rank and (moved := run_dir.supersede()):
+        log.info("[force] %s: earlier samples and record moved to %s", label, moved)
+    ref = ensure_data(cfg.benchmark)
+    report = check_dataset(ref, num_frames, limit=cfg.limit)  # pre-flight, before any model loads
+    require_usable(report)
+    data = {
+        "identity": data_identity,
+        "annotation": str(ref.annotation),
+        "sha256": dataset_fingerprint(ref.annotation),
+        "video_dir": str(ref.video_dir),
+        "n_docs": report.total_rows,  # in the file; the record's n_samples says how many were scored
+        "n_videos": report.videos,
+        "videos_with_repeated_frames": sorted(report.warnings),
+    }
+    if main_rank:  # which samples the record counts is written afresh by this attempt (eval/evaluate.py)
+        for stale in run_dir.path.glob("scored.rank*.json"):
+            stale.unlink()
+    completed = {} if cfg.force else run_dir.completed_samples()
+    if completed:
+        log.info("[resume] %s: %d samples already answered", label, len(completed))
+    log.info("[run] %s → %s", label, run_dir.path)
+    bench = prepare_benchmark(cfg.benchmark, ref, run_dir.path / "tasks")
+    result = evaluate_cell(
+        cfg=cfg,
+        spec=spec,
+        method=method,
+        bench=bench,
+        run_dir=run_dir,
+        completed=completed,
+        on_sample=lambda rec: append_jsonl(run_dir.samples_path, {**rec, **_attempt()}),
+    )
+    provenance.update(finished=time.time(), wall_s=time.time() - provenance["started"])
+    base = _base(cfg, run_dir, settings)
+    return ResultRecord(status="ok", provenance=provenance, settings_id=settings_id, data=data, **base, **result)
+
+
+def _base(cfg: DictConfig, run_dir: RunDir, settings: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": run_dir.run_id,
+        "model": cfg.model.name,
+        "method": cfg.method.name,
+        "method_settings": settings,
+        "benchmark": cfg.benchmark.name,
+        "task": cfg.benchmark.task,
+        "seed": cfg.seed,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def _provenance(started: float) -> dict[str, Any]:
+    return {
+        **git_state(),
+        "packages": package_versions(),
+        "environment": environment(),
+        "hardware": hardware(),
+        "started": started,
+        "world_size": int(os.environ.get("WORLD_SIZE", 1)),
+    }
+
+
+def _failed(
+    cfg: DictConfig,
+    run_dir: RunDir,
+    label: str,
+    settings: dict[str, Any],
+    settings_id: str,
+    err: BaseException,
+    started: float,
+    provenance: dict[str, Any],
+    write: bool = True,
+) -> CellOutcome:
+    """Record a failure with its root cause (the error that names the file, row or value), chain and traceback."""
+    cause = root_cause(err)
+    chain, current = [], err
+    while current is not None and len(chain) < 10:
+        chain.append(f"{type(current).__name__}: {current}")
+        current = current.__cause__ or current.__context__
+    provenance = {**(provenance or _provenance(started)), "finished": time.time(), "wall_s": time.time() - started}
+    provenance.update(traceback=traceback.format_exception(err), error_chain=chain)
+    record = ResultRecord(
+        status="failed",
+        error=str(cause),
+        error_type=type(cause).__name__,
+        provenance=provenance,
+        settings_id=settings_id,
+        **_base(cfg, run_dir, settings),
+    )
+    if write:
+        run_dir.write_record(record)
+    log.error("[failed] %s: %s: %s", label, record.error_type, record.error)
+    if not isinstance(cause, AdatpBenchError):
+        log.error("".join(provenance["traceback"]))
+    return CellOutcome("failed", label, record)
 
 
 def send_to_loggers(cfg: DictConfig, record: ResultRecord, run_dir: RunDir) -> None:
@@ -200,8 +307,8 @@ def main(cfg: DictConfig) -> float | None:
         # A single run reports its outcome through the exit status; a sweep records it and goes on (sweep.py).
         if outcome.status == "busy":
             raise SystemExit(f"cell not run: another process holds its lock ({outcome.label})")
-        if record is not None and record.status == "failed":
-            raise SystemExit(f"cell failed: {record.error_type}: {record.error}")
+        if outcome.status == "failed":
+            raise SystemExit(f"cell failed: {outcome.as_status()['error']}")
     if record is None:
         return None
     return record.score

@@ -1,34 +1,36 @@
-"""Check a benchmark's data before a sweep: every annotation row's video resolves and decodes.
+"""Pre-flight of a benchmark's data: every row follows the schema, and every video decodes at the frames a cell samples.
 
-    python -m adatp_bench.eval.check_data videomme --data-dir $HF_HOME
-    python -m adatp_bench.preflight table1 --videos          # the same for every benchmark of a grid
+    python -m adatp_bench.eval.check_data benchmark=videomme model=llava_ov_7b     # Hydra overrides, as for a cell
+    python -m adatp_bench.eval.check_data benchmark=mlvu_dev benchmark.data_dir=/data/hf
 
-Real downloads have missing and unreadable videos (docs/upstream.md §4.1: LongVideoBench, MLVU, VideoMME threads); found
-mid-sweep, each one fails a cell after its model time is spent. This walks the annotation file once, resolves each video
-with the same ``doc_to_visual`` the tasks use (which opens the file and decodes its first frame), and reports every
-failure with the file named. Unique videos are probed once (benchmarks ask several questions per video).
+Every cell runs the same check on the documents it scores before any model loads (``run.py``), so a missing,
+corrupt, zero-byte, fake or truncated video and a malformed row stop the cell at once, with the file, row and reason
+named, instead of surfacing mid-run. A video is checked by decoding exactly the frames the cell will feed the model
+(:func:`adatp_bench.eval.video.read_sampled`: uniform indices, seeking on long videos), which catches a truncated
+"faststart" mp4 whose header still promises every frame. Results are cached per file content (size, mtime) and frame
+count, so a sweep checks each video once. Videos with fewer frames than are sampled work (frames repeat, as LLaVA
+does) and are reported as warnings.
+
+Exit status 1 when anything is wrong.
 """
 
 from __future__ import annotations
 
-import argparse
+import hashlib
+import json
+import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 from tqdm import tqdm
 
-from adatp_bench.errors import DatasetError, VideoError
-from adatp_bench.eval import visuals
-from adatp_bench.eval.tasks import BENCHMARKS, VIDEO_DIR_KEY
+from adatp_bench.errors import DataCheckError, DatasetError, VideoError
+from adatp_bench.eval.dataset import DatasetRef, load_rows
+from adatp_bench.eval.schema import SHOWN, schema_problems
+from adatp_bench.eval.video import read_sampled, resolve_video
 
-DOC_TO_VISUAL: dict[str, Callable] = {
-    "videomme": visuals.videomme_doc_to_visual,
-    "mlvu_dev": visuals.mlvu_dev_doc_to_visual,
-    "longvideobench_val_v": visuals.longvideobench_doc_to_visual,
-}
+#: The column naming each document's video, per benchmark.
 VIDEO_KEY = {"videomme": "videoID", "mlvu_dev": "video_name", "longvideobench_val_v": "video_path"}
 
 
@@ -39,70 +41,122 @@ class DataReport:
     benchmark: str
     annotation: Path
     video_dir: Path
-    rows: int = 0
+    num_frames: int
+    rows: int = 0  # rows checked (the first ``limit`` of the file)
+    total_rows: int = 0  # rows in the file
     videos: int = 0
-    failures: dict[str, str] = field(default_factory=dict)  # video key → error message
+    schema: list[str] = field(default_factory=list)  # row problems (file, column, row id, value)
+    failures: dict[str, str] = field(default_factory=dict)  # video name → why it cannot be used
+    warnings: dict[str, str] = field(default_factory=dict)  # video name → usable, but worth knowing
+    total_frames: dict[str, int] = field(default_factory=dict)  # video name → decodable frames
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.schema and not self.failures
 
-    def summary(self, show: int = 10) -> str:
-        head = f"{self.benchmark}: {self.rows} questions, {self.videos} videos under {self.video_dir}"
-        if self.ok:
-            return head + ": all decodable"
-        lines = [head + f": {len(self.failures)} missing or undecodable"]
-        lines += [f"  - {msg}" for msg in list(self.failures.values())[:show]]
-        if len(self.failures) > show:
-            lines.append(f"  … and {len(self.failures) - show} more")
+    def summary(self, show: int = SHOWN) -> str:
+        head = (
+            f"{self.benchmark}: {self.rows} questions, {self.videos} videos under {self.video_dir} "
+            f"(annotation {self.annotation}, {self.num_frames} frames sampled)"
+        )
+        lines = [head + (": all usable" if self.ok else "")]
+        for title, problems in (
+            ("schema problems", self.schema),
+            ("videos missing or undecodable", list(self.failures.values())),
+            ("warnings", list(self.warnings.values())),
+        ):
+            if problems:
+                lines.append(f"  {len(problems)} {title}:")
+                lines += [f"    - {p}" for p in problems[:show]]
+                if len(problems) > show:
+                    lines.append(f"    … and {len(problems) - show} more")
         return "\n".join(lines)
 
 
-def read_annotation(path: Path) -> pd.DataFrame:
-    """Rows of a parquet, JSON or JSON-lines annotation file."""
-    if not path.exists():
-        raise DatasetError(f"annotation file {path} does not exist")
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix in {".json", ".jsonl"}:
-        return pd.read_json(path, lines=path.suffix == ".jsonl")
-    raise DatasetError(f"{path}: unsupported annotation format (parquet, json or jsonl)")
-
-
-def check_benchmark(
-    benchmark: str, data_dir: Path, annotation: Path | None = None, video_dir: Path | None = None
-) -> DataReport:
-    """Resolve and probe every video of ``benchmark`` in the data layout of ``eval/tasks``."""
-    if benchmark not in BENCHMARKS:
-        raise DatasetError(f"unknown benchmark {benchmark!r}; valid: {sorted(BENCHMARKS)}")
-    spec = BENCHMARKS[benchmark]
-    annotation = annotation or data_dir / spec.annotation
-    video_dir = video_dir or data_dir / spec.video_subdir
-    rows = read_annotation(annotation)
-    key = VIDEO_KEY[benchmark]
-    if key not in rows.columns:
-        raise DatasetError(f"{annotation}: no {key!r} column (columns: {list(rows.columns)})")
-    report = DataReport(benchmark, annotation, video_dir, rows=len(rows))
-    first_rows = rows.drop_duplicates(subset=key)
-    report.videos = len(first_rows)
-    kwargs = {VIDEO_DIR_KEY: str(video_dir)}
-    for doc in tqdm(first_rows.to_dict("records"), desc=f"{benchmark} videos", leave=False, disable=len(rows) < 50):
+def check_dataset(ref: DatasetRef, num_frames: int, limit: int | None = None, progress: bool = True) -> DataReport:
+    """Check the schema of the first ``limit`` rows (all by default) and every video they name, at ``num_frames``."""
+    all_rows = load_rows(ref.annotation)
+    rows = all_rows[:limit] if limit is not None else all_rows
+    report = DataReport(ref.benchmark, ref.annotation, ref.video_dir, num_frames, len(rows), len(all_rows))
+    if not rows:
+        report.schema.append(f"{ref.annotation} holds no rows")
+        return report
+    report.schema = [f"{ref.annotation}: {p}" for p in schema_problems(ref.benchmark, rows)]
+    key = VIDEO_KEY[ref.benchmark]
+    names = list(dict.fromkeys(str(r[key]) for r in rows if isinstance(r.get(key), str) and r.get(key)))
+    report.videos = len(names)
+    for name in tqdm(names, desc=f"{ref.benchmark} videos", leave=False, disable=not progress or len(names) < 20):
         try:
-            DOC_TO_VISUAL[benchmark](doc, kwargs)
-        except (VideoError, DatasetError) as err:
-            report.failures[str(doc[key])] = str(err)
+            total = _checked_frames(resolve_video(ref.video_dir, name), num_frames)
+        except VideoError as err:
+            report.failures[name] = str(err)
+            continue
+        report.total_frames[name] = total
+        if total < num_frames:
+            report.warnings[name] = (
+                f"{name}: {total} frame(s), fewer than the {num_frames} sampled: frames repeat (LLaVA's convention)"
+            )
     return report
 
 
+def require_usable(report: DataReport) -> None:
+    """Raise :class:`DataCheckError` with the report's summary unless every row and video is usable."""
+    if not report.ok:
+        raise DataCheckError(report.summary())
+
+
+def _checked_frames(path: Path, num_frames: int) -> int:
+    """Decodable frames of ``path`` after decoding its sampled frames; cached on disk per file content."""
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{num_frames}|{_decoder_version()}"
+    cache = _cache_dir() / f"{hashlib.sha1(key.encode()).hexdigest()}.json"
+    if cache.exists():
+        entry = json.loads(cache.read_text())
+        if "error" in entry:
+            raise VideoError(entry["error"])
+        return int(entry["total_frames"])
+    try:
+        total = read_sampled(path, num_frames).total_frames
+    except VideoError as err:
+        _write(cache, {"error": str(err)})
+        raise
+    _write(cache, {"total_frames": total})
+    return total
+
+
+def _cache_dir() -> Path:
+    root = Path(os.environ.get("ADATP_CACHE_DIR", Path.home() / ".cache" / "adatp_bench"))
+    return root / "video-checks"
+
+
+def _decoder_version() -> str:
+    from importlib import metadata
+
+    return metadata.version("av")
+
+
+def _write(path: Path, entry: dict[str, object]) -> None:
+    from adatp_bench.results import atomic_write_text
+
+    atomic_write_text(path, json.dumps(entry))
+
+
 def main(argv: list[str] | None = None) -> None:
-    """CLI: exit 1 if any video is missing or undecodable."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=sorted(BENCHMARKS))
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--annotation", type=Path, default=None)
-    parser.add_argument("--video-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    report = check_benchmark(args.benchmark, args.data_dir, args.annotation, args.video_dir)
+    """CLI: Hydra overrides as for a cell (benchmark=, model=, benchmark.data_dir=, ...); exit 1 on any problem."""
+    from adatp_bench.config import compose
+    from adatp_bench.eval.dataset import ensure_data
+    from adatp_bench.models.specs import get_spec
+
+    overrides = sys.argv[1:] if argv is None else argv
+    if any(a in {"-h", "--help"} for a in overrides):
+        print(__doc__)
+        return
+    cfg = compose(overrides)
+    try:
+        ref = ensure_data(cfg.benchmark)
+        report = check_dataset(ref, cfg.model.num_frames or get_spec(cfg.model.name).num_frames, limit=cfg.limit)
+    except DatasetError as err:
+        sys.exit(f"check_data: {err}")
     print(report.summary())
     sys.exit(0 if report.ok else 1)
 

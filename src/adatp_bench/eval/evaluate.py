@@ -19,9 +19,10 @@ from omegaconf import DictConfig
 from adatp_bench import flops
 from adatp_bench.eval.benchmarks import PreparedBenchmark
 from adatp_bench.eval.lmms_model import AdatpBenchLMM
+from adatp_bench.models.constant import ConstantAnswerModel
 from adatp_bench.models.specs import ModelSpec
 from adatp_bench.pruning.base import PruningMethod
-from adatp_bench.results import RunDir, atomic_write_text
+from adatp_bench.results import RunDir, atomic_write_text, sample_key
 
 
 def evaluate_cell(
@@ -30,7 +31,7 @@ def evaluate_cell(
     method: PruningMethod,
     bench: PreparedBenchmark,
     run_dir: RunDir,
-    completed: dict[tuple[str, int], dict[str, Any]],
+    completed: dict[tuple[str, int, str], dict[str, Any]],
     on_sample: Callable[[dict[str, Any]], None],
 ) -> dict[str, Any]:
     """Run lmms-eval on one cell; returns the metric and efficiency fields of the result record."""
@@ -55,6 +56,7 @@ def evaluate_cell(
         on_sample=on_sample,
         completed=completed,
         relevance_encoder=m.relevance_encoder,
+        answer=m.get("answer"),
     )
     # The task picks its prompt variant by this name (lmms_eval_specific_kwargs): "default" or e.g. "llava_vid".
     tm = TaskManager(
@@ -75,11 +77,16 @@ def evaluate_cell(
         # Accelerator object on the model.
         distributed_executor_backend="torchrun",
     )
+    # The samples this evaluation scored, by (task, doc id, doc hash): rows an earlier attempt left for documents that
+    # have since changed stay on disk but are not counted. Each rank writes its keys; rank 0 reads them all.
+    used = sorted({sample_key(r) for r in lmm.records})
+    atomic_write_text(run_dir.path / f"scored.rank{lmm.rank}.json", json.dumps(used))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # every rank's samples are on disk before rank 0 summarises
     if results is None:  # non-zero ranks get None from simple_evaluate
         return {"metrics": {}, "score": None, "n_samples": len(lmm.records), "efficiency": {}}
-    rows = [r for r in run_dir.all_samples() if r["task"] == bench.task]
+    scored = {tuple(k) for path in run_dir.path.glob("scored.rank*.json") for k in json.loads(path.read_text())}
+    rows = [r for r in run_dir.all_samples() if r["task"] == bench.task and sample_key(r) in scored]
     atomic_write_text(
         run_dir.path / "lmms_results.json", json.dumps(results, indent=2, default=handle_non_serializable)
     )
@@ -102,6 +109,10 @@ def summarise_efficiency(records: list[dict[str, Any]], lmm: AdatpBenchLMM, spec
     """Mean tokens per layer, paper-convention FLOPs (and labelled extras), latency and memory over the samples."""
     if not records:
         return {}
+    timing_keys = sorted({k for rec in records for k in rec["timings_ms"]})
+    latency = {k: statistics.fmean([r["timings_ms"].get(k, 0.0) for r in records]) for k in timing_keys}
+    if isinstance(lmm.llm, ConstantAnswerModel):  # no LLM: no tokens, no FLOPs
+        return {"latency_ms": latency, "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     llm = lmm.llm
     cfg = llm.config
     num_layers = llm.num_layers
@@ -134,7 +145,6 @@ def summarise_efficiency(records: list[dict[str, Any]], lmm: AdatpBenchLMM, spec
     def mean(values: list[float]) -> float:
         return float(statistics.fmean(values)) if values else float("nan")
 
-    timing_keys = sorted({k for rec in records for k in rec["timings_ms"]})
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return {
         "visual_tokens_in": mean([r["visual_tokens_in"] for r in records]),
@@ -152,7 +162,7 @@ def summarise_efficiency(records: list[dict[str, Any]], lmm: AdatpBenchLMM, spec
             mean([r["extra_relevance_encoder_tflops"] for r in reports]) if relevance_cfg is not None else None
         ),
         "flops_convention": "LLM prefill MACs over video tokens (FastVID App. A.2); extras labelled separately",
-        "latency_ms": {k: mean([r["timings_ms"].get(k, 0.0) for r in records]) for k in timing_keys},
+        "latency_ms": latency,
         "peak_gpu_memory_mib": peak,
         "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "attn_implementation": llm.config.text_config._attn_implementation,

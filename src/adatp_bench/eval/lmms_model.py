@@ -8,8 +8,10 @@ Registered through the ``lmms_eval.models`` entry point (pyproject.toml), so bot
 Design rules:
 - Exceptions propagate. lmms-eval's own wrappers turn a failed sample into ``""``; we never do (a crash marks the
   cell failed instead of silently scoring it).
-- Per-sample records (answer, tokens per layer, timings) go to ``on_sample`` as soon as a sample finishes, and
-  ``completed`` answers are reused without running the model: that is how a requeued job resumes mid-cell.
+- Per-sample records (answer, tokens per layer, timings, the frame indices fed to the model) go to ``on_sample`` as
+  soon as a sample finishes, and ``completed`` answers are reused without running the model: that is how a requeued
+  job resumes mid-cell. Samples are keyed by (task, doc id, hash of the document's content), so an answer is reused
+  only for the very document it answered.
 - lmms-eval's evaluator shards documents by ``rank``/``world_size`` (it sets both from ``WORLD_SIZE``/``RANK`` and
   gathers over torch.distributed); we only bind the device to ``LOCAL_RANK``.
 """
@@ -28,9 +30,11 @@ from tqdm import tqdm
 
 from adatp_bench.config import method_defaults
 from adatp_bench.models.adapter import SampleOutput, VideoLLM
+from adatp_bench.models.constant import ConstantAnswerModel
+from adatp_bench.models.loading import load_model
 from adatp_bench.pruning import PruningMethod, build_method
 
-SampleKey = tuple[str, int]  # (task, doc_id)
+SampleKey = tuple[str, int, str]  # (task, doc id, doc hash)
 
 
 class AdatpBenchLMM(lmms):
@@ -50,6 +54,7 @@ class AdatpBenchLMM(lmms):
         seed: int | str = 0,
         batch_size: int | str = 1,
         relevance_encoder: str | None = None,
+        answer: str | None = None,
         on_sample: Callable[[dict[str, Any]], None] | None = None,
         completed: dict[SampleKey, dict[str, Any]] | None = None,
         **method_settings: Any,
@@ -63,16 +68,17 @@ class AdatpBenchLMM(lmms):
             device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
         if self._world_size > 1:
             _init_process_group(device)
-        if isinstance(model, VideoLLM):
+        if isinstance(model, VideoLLM | ConstantAnswerModel):
             self.llm = model
         else:
-            self.llm = VideoLLM.from_spec(
+            self.llm = load_model(
                 model,
                 source=source,
                 dtype=dtype,
                 device=device,
                 attn_implementation=attn_implementation,
                 relevance_encoder=relevance_encoder,
+                answer=answer,
             )
         if isinstance(method, str):
             settings = {**method_defaults(method), **_coerce(method_settings)}
@@ -98,32 +104,35 @@ class AdatpBenchLMM(lmms):
 
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
         """Answer each request: decode its video, run the pruned model greedily, cut at the ``until`` strings."""
-        from adatp_bench.eval.video import load_video_frames
+        from adatp_bench.eval.dataset import doc_hash
+        from adatp_bench.eval.video import read_sampled
 
         results: list[GenerationResult] = []
         bar = tqdm(requests, desc=f"{self.method.name} samples", disable=self.rank != 0, leave=False)
         with self.method(self.llm):
             for req in bar:
                 context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
-                key = (task, int(doc_id))
+                doc = self.task_dict[task][split][doc_id]
+                key = (task, int(doc_id), doc_hash(doc))
                 _check_greedy(task, gen_kwargs)
                 if key in self.completed:
                     rec = self.completed[key]
                 else:
-                    visuals = doc_to_visual(self.task_dict[task][split][doc_id])
+                    visuals = doc_to_visual(doc)
                     if len(visuals) != 1 or not isinstance(visuals[0], str):
                         raise ValueError(f"{task} doc {doc_id}: expected one video path, got {visuals!r}")
                     t0 = time.perf_counter()
-                    frames = load_video_frames(visuals[0], self.num_frames)
+                    video = read_sampled(visuals[0], self.num_frames)
                     decode_ms = (time.perf_counter() - t0) * 1e3
                     out = self.llm.generate(
-                        frames,
+                        video.frames,
                         context,
                         max_new_tokens=int(gen_kwargs.get("max_new_tokens", 16)),
                         sample_id=f"{task}/{doc_id}",
                         seed=self.seed,
                     )
-                    rec = _record(task, int(doc_id), visuals[0], context, out, gen_kwargs, decode_ms)
+                    rec = _record(key, visuals[0], video.indices, video.total_frames, context, out, gen_kwargs)
+                    rec["timings_ms"]["video_decode_ms"] = decode_ms
                     if self.on_sample is not None:
                         self.on_sample(rec)
                 self.records.append(rec)
@@ -174,12 +183,22 @@ def _cut(text: str, until: list[str] | str | None) -> str:
 
 
 def _record(
-    task: str, doc_id: int, video: str, context: str, out: SampleOutput, gen_kwargs: dict, decode_ms: float
+    key: SampleKey,
+    video: str,
+    frame_indices: list[int],
+    total_frames: int,
+    context: str,
+    out: SampleOutput,
+    gen_kwargs: dict,
 ) -> dict[str, Any]:
+    task, doc_id, doc_hash = key
     return {
         "task": task,
         "doc_id": doc_id,
+        "doc_hash": doc_hash,
         "video": video,
+        "frame_indices": frame_indices,  # which frames of the video the model saw (repeats: a short video)
+        "video_total_frames": total_frames,
         "prompt": context,
         "response": _cut(out.text, gen_kwargs.get("until")),
         "raw_response": out.text,
@@ -189,7 +208,7 @@ def _record(
         "visual_tokens_in": out.visual_tokens_in,
         "video_tokens_per_layer": out.video_tokens_per_layer,
         "newline_tokens_per_layer": out.newline_tokens_per_layer,
-        "timings_ms": {"video_decode_ms": decode_ms, **out.timings_ms},
+        "timings_ms": dict(out.timings_ms),
         "method_stats": out.method_stats,
     }
 

@@ -26,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 
-from adatp_bench.errors import ConfigError, VideoError
+from adatp_bench.errors import ConfigError, VideoError, VideoTruncatedError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,24 @@ class VideoInfo:
     width: int
     height: int
     backend: str  # "pyav" or "decord"
+
+
+@dataclass(frozen=True)
+class SampledVideo:
+    """The frames a cell feeds the model, and which frames of the video they are."""
+
+    frames: np.ndarray  # (N, H, W, 3) uint8 RGB
+    indices: list[int]  # frame index of each returned frame (repeats when the video is shorter than N)
+    total_frames: int  # frames the video has (decodable ones)
+
+    @property
+    def repeats_frames(self) -> bool:
+        """True when the video has fewer frames than were sampled, so frames repeat."""
+        return self.total_frames < len(self.indices)
+
+
+#: A header may overstate the frame count by a frame or two (some muxers do); more than this is a truncated file.
+TRUNCATION_TOLERANCE = 2
 
 
 def sample_frame_indices(total_frames: int, num_frames: int) -> np.ndarray:
@@ -101,10 +119,17 @@ def resolve_video(
 
 
 def load_video_frames(path: str | os.PathLike[str], num_frames: int, *, backend: Backend = "auto") -> np.ndarray:
-    """Decode ``num_frames`` uniformly sampled frames (:func:`sample_frame_indices`) as ``(N, H, W, 3)`` uint8 RGB.
+    """The frames of :func:`read_sampled` alone, ``(N, H, W, 3)`` uint8 RGB."""
+    return read_sampled(path, num_frames, backend=backend).frames
 
-    The frame count comes from the container header; when the header has none (some mkv/webm files) or overstates
-    it, the frames are counted by decoding and the indices are recomputed from the real count. Long videos
+
+def read_sampled(path: str | os.PathLike[str], num_frames: int, *, backend: Backend = "auto") -> SampledVideo:
+    """Decode ``num_frames`` uniformly sampled frames (:func:`sample_frame_indices`), with their indices.
+
+    The frame count comes from the container header; when the header has none (some mkv/webm files), the frames are
+    counted by decoding. A header that overstates the count by more than :data:`TRUNCATION_TOLERANCE` frames means a
+    truncated file (e.g. a "faststart" mp4 whose index survived a cut download): :class:`VideoError`, never a silent
+    re-sampling over what is left. Long videos
     (``>= SEEK_MIN_FRAMES``) are read by seeking to each sampled frame (frame-exact, checked by pts) instead of
     decoding every frame, falling back to sequential decoding when the file does not allow exact seeking.
 
@@ -126,6 +151,8 @@ def load_video_frames(path: str | os.PathLike[str], num_frames: int, *, backend:
         return _decord_read(file, num_frames)
     try:
         return _pyav_read(file, num_frames)
+    except VideoTruncatedError:
+        raise  # the file is damaged: another decoder must not paper over it
     except VideoError as pyav_error:
         if backend == "pyav" or not _decord_available():
             raise
@@ -195,6 +222,10 @@ def _pyav_decode_selected(file: Path, indices: np.ndarray) -> tuple[list[np.ndar
                     break
         except av.error.EOFError:  # some truncated/empty containers end with EOFError instead of stopping
             pass
+        except av.error.InvalidDataError:
+            if decoded == 0:
+                raise
+            # data ends mid-packet after `decoded` good frames (a cut file): the caller compares with the header
     return out, decoded
 
 
@@ -222,7 +253,7 @@ def _pyav_count_frames(file: Path) -> int:
     return count
 
 
-def _pyav_read_by_seeking(file: Path, num_frames: int) -> np.ndarray | None:
+def _pyav_read_by_seeking(file: Path, num_frames: int) -> SampledVideo | None:
     """Frame-exact sampling by seeking, for long videos; None when the file does not allow it (caller falls back).
 
     The presentation-order frame list is the sorted packet pts (demuxing only, no decoding), so frame ``i`` here is
@@ -254,10 +285,10 @@ def _pyav_read_by_seeking(file: Path, num_frames: int) -> np.ndarray | None:
                 pass
             if index not in found:
                 return None
-    return np.stack([found[i] for i in indices.tolist()])
+    return SampledVideo(np.stack([found[i] for i in indices.tolist()]), [int(i) for i in indices], len(pts))
 
 
-def _pyav_read(file: Path, num_frames: int) -> np.ndarray:
+def _pyav_read(file: Path, num_frames: int) -> SampledVideo:
     try:
         total = _pyav_header_frames(file)
         if total >= max(SEEK_MIN_FRAMES, 8 * num_frames):  # seeking pays off only for sparse sampling
@@ -272,22 +303,29 @@ def _pyav_read(file: Path, num_frames: int) -> np.ndarray:
             total = _pyav_count_frames(file)
         if total <= 0:
             raise VideoError(f"no decodable frames in {file}")
-        frames, decoded = _pyav_decode_selected(file, sample_frame_indices(total, num_frames))
-        if any(f is None for f in frames):  # the header overstated the frame count: resample from the real count
+        indices = sample_frame_indices(total, num_frames)
+        frames, decoded = _pyav_decode_selected(file, indices)
+        if any(f is None for f in frames):  # the header overstated the frame count
             if decoded == 0:
                 raise VideoError(f"no decodable frames in {file} (header says {total})")
-            log.debug("%s: header says %d frames but only %d decode; resampling", file, total, decoded)
-            frames, _ = _pyav_decode_selected(file, sample_frame_indices(decoded, num_frames))
+            if total - decoded > TRUNCATION_TOLERANCE:
+                raise VideoTruncatedError(
+                    f"{file} is truncated: its header says {total} frames but only {decoded} decode (a cut "
+                    "download?). Re-download or re-encode it (ffmpeg -i in.mp4 -c:v libx264 out.mp4)."
+                )
+            log.debug("%s: header says %d frames but %d decode; sampling from %d", file, total, decoded, decoded)
+            total, indices = decoded, sample_frame_indices(decoded, num_frames)
+            frames, _ = _pyav_decode_selected(file, indices)
             if any(f is None for f in frames):
                 raise VideoError(f"{file}: frame count changed between two decoding passes")
     except VideoError:
         raise
     except Exception as exc:  # any decoder failure means "this file cannot be decoded"; keep the decoder's message
         raise VideoError(f"cannot decode video {file} with PyAV: {type(exc).__name__}: {exc}") from exc
-    return np.stack(frames)  # type: ignore[arg-type]  # no None left here
+    return SampledVideo(np.stack(frames), [int(i) for i in indices], total)  # type: ignore[arg-type]
 
 
-def _decord_read(file: Path, num_frames: int) -> np.ndarray:
+def _decord_read(file: Path, num_frames: int) -> SampledVideo:
     try:
         import decord
     except Exception as exc:
@@ -303,7 +341,7 @@ def _decord_read(file: Path, num_frames: int) -> np.ndarray:
         raise
     except Exception as exc:
         raise VideoError(f"cannot decode video {file} with decord: {type(exc).__name__}: {exc}") from exc
-    return np.ascontiguousarray(frames, dtype=np.uint8)
+    return SampledVideo(np.ascontiguousarray(frames, dtype=np.uint8), [int(i) for i in indices], total)
 
 
 def _pyav_probe(file: Path) -> VideoInfo:
@@ -333,7 +371,7 @@ def _pyav_probe(file: Path) -> VideoInfo:
 
 
 def _decord_probe(file: Path) -> VideoInfo:
-    frames = _decord_read(file, 1)
+    frames = _decord_read(file, 1).frames
     try:
         import decord
 

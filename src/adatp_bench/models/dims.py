@@ -18,6 +18,8 @@ class ModelDims:
 def model_dims(spec: ModelSpec, source: str | None = None) -> ModelDims:
     """Pooled tokens per frame and LLM depth, from the tiny config, a local config.json, or the shipped configs."""
     source = source or spec.source
+    if source == "builtin:constant":  # the constant-answer check model has no tokens and no layers
+        return ModelDims(tokens_per_frame=0, num_layers=0)
     if source == "builtin:tiny":
         from adatp_bench.models.tiny import build_tiny_config, build_tiny_tokenizer
 

@@ -142,3 +142,14 @@ register_spec(
         prompt_style="llava_vid",
     )
 )
+register_spec(
+    ModelSpec(
+        # model=constant: answers every question with model.answer (models/constant.py), to check the scoring path.
+        name="constant",
+        source="builtin:constant",
+        num_frames=8,
+        pooling="bilinear",
+        newline_layout="per_video",
+        relevance_encoder="none",
+    )
+)

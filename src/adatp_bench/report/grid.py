@@ -21,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from adatp_bench.config import compose, group_options, hydra_session, method_settings, require_option, search_dirs
-from adatp_bench.identity import cell_run_id
-from adatp_bench.results import atomic_write_text
+from adatp_bench.errors import DatasetError
+from adatp_bench.identity import cell_run_id, cell_settings_id
+from adatp_bench.results import ResultRecord, RunDir, atomic_write_text, load_records
 
 #: Grids at least this large are cached (composing costs ≈ 0.1 s per cell; small grids are cheaper to recompose).
 CACHE_MIN_CELLS = 50
@@ -30,11 +31,22 @@ CACHE_MIN_CELLS = 50
 
 @dataclass(frozen=True)
 class Cell:
-    """One cell of a grid: its overrides, composed config and run id."""
+    """One cell of a grid: its overrides, composed config, settings id and run id.
+
+    ``run_id`` includes the data the cell scores (``identity.py``); it is None when the data cannot be identified on
+    this machine (a real benchmark's annotation file is absent), and the cell's record is then looked up by
+    ``settings_id`` (:func:`find_record`).
+    """
 
     overrides: tuple[str, ...]
     config: DictConfig
-    run_id: str
+    settings_id: str
+    run_id: str | None
+
+    @property
+    def key(self) -> str:
+        """The id cells are de-duplicated by."""
+        return self.run_id or f"settings:{self.settings_id}"
 
     @property
     def model(self) -> str:
@@ -108,32 +120,64 @@ def _cache_path(combos: list[tuple[str, ...]]) -> Path:
 
 
 def compose_cells(combos: list[tuple[str, ...]], desc: str = "grid") -> list[Cell]:
-    """Compose each override combination and compute its run id; cells with equal run ids are merged.
+    """Compose each override combination and compute its ids; cells with equal ids are merged.
 
-    Hydra's compose costs ≈ 0.1 s per cell, so a large grid's expansion is cached (resolved configs, keyed by the
-    contents of conf/, the overrides and the working directory: any config change recomposes).
+    Hydra's compose costs ≈ 0.1 s per cell, so a large grid's composed configs are cached (keyed by the contents of the
+    config tree, the overrides and the working directory: any config change recomposes). Ids are computed afresh
+    every time, because they include the data, which may change without any config changing.
     """
     cache = _cache_path(combos)
     if len(combos) >= CACHE_MIN_CELLS and cache.exists():
         rows = json.loads(cache.read_text())
-        return [Cell(tuple(r["overrides"]), OmegaConf.create(r["config"]), r["run_id"]) for r in rows]
+        configs = [(tuple(r["overrides"]), OmegaConf.create(r["config"])) for r in rows]
+    else:
+        with hydra_session():
+            configs = [(tuple(c), compose(c)) for c in tqdm(combos, desc=desc, disable=len(combos) < 50, leave=False)]
+        if len(combos) >= CACHE_MIN_CELLS:
+            rows = [{"overrides": list(o), "config": OmegaConf.to_container(c, resolve=True)} for o, c in configs]
+            atomic_write_text(cache, json.dumps(rows))
     cells: dict[str, Cell] = {}
-    with hydra_session():
-        for combo in tqdm(combos, desc=desc, disable=len(combos) < 50, leave=False):
-            cfg = compose(combo)
-            rid = cell_run_id(cfg)
-            cells.setdefault(rid, Cell(overrides=tuple(combo), config=cfg, run_id=rid))
-    if len(combos) >= CACHE_MIN_CELLS:
-        rows = [
-            {
-                "overrides": list(c.overrides),
-                "config": OmegaConf.to_container(c.config, resolve=True),
-                "run_id": c.run_id,
-            }
-            for c in cells.values()
-        ]
-        atomic_write_text(cache, json.dumps(rows))
+    for overrides, cfg in configs:
+        try:
+            rid: str | None = cell_run_id(cfg)
+        except DatasetError:  # real data absent here: found by its settings id instead
+            rid = None
+        cell = Cell(overrides=overrides, config=cfg, settings_id=cell_settings_id(cfg), run_id=rid)
+        cells.setdefault(cell.key, cell)
     return list(cells.values())
+
+
+def find_record(cell: Cell, results_dir: Path, index: dict[str, list[ResultRecord]] | None = None) -> RecordMatch:
+    """The record of ``cell``: by run id where its data is here, else the one record with its settings id.
+
+    Args:
+        index: records by settings id (:func:`records_by_settings`), built once for a whole table.
+    """
+    if cell.run_id is not None:
+        return RecordMatch(RunDir(results_dir, cell.run_id).record(), "run id")
+    candidates = (index if index is not None else records_by_settings(results_dir)).get(cell.settings_id, [])
+    if len(candidates) == 1:
+        return RecordMatch(candidates[0], "settings id (data not present here)")
+    if candidates:
+        return RecordMatch(None, f"ambiguous: {len(candidates)} records with these settings scored different data")
+    return RecordMatch(None, "settings id (data not present here)")
+
+
+@dataclass(frozen=True)
+class RecordMatch:
+    """A cell's record (or None) and how it was found."""
+
+    record: ResultRecord | None
+    how: str
+
+
+def records_by_settings(results_dir: Path) -> dict[str, list[ResultRecord]]:
+    """Every record under ``results_dir`` grouped by settings id."""
+    index: dict[str, list[ResultRecord]] = {}
+    for record in load_records(results_dir):
+        if record.settings_id:
+            index.setdefault(record.settings_id, []).append(record)
+    return index
 
 
 def experiment_cells(experiment: str, extra_overrides: list[str] | None = None) -> list[Cell]:

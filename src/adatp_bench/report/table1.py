@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from adatp_bench.report.grid import Cell, experiment_cells
+from adatp_bench.report.grid import Cell, experiment_cells, find_record, records_by_settings
 from adatp_bench.report.published import published_row
-from adatp_bench.results import ResultRecord, RunDir
+from adatp_bench.results import ResultRecord
 
 BENCH_ORDER = ["videomme", "mlvu_dev", "longvideobench_val_v"]
 BENCH_TITLES = {"videomme": "VideoMME", "mlvu_dev": "MLVU", "longvideobench_val_v": "LongVideoBench"}
@@ -46,8 +46,10 @@ def setting_label(cell: Cell) -> str:
 def collect(cells: list[Cell], results_dir: Path) -> pd.DataFrame:
     """One row per cell with its status and numbers (long format)."""
     rows = []
+    index = records_by_settings(results_dir) if any(c.run_id is None for c in cells) else None
     for cell in cells:
-        rec: ResultRecord | None = RunDir(results_dir, cell.run_id).record()
+        match = find_record(cell, results_dir, index)
+        rec: ResultRecord | None = match.record
         eff = rec.efficiency if rec is not None and rec.status == "ok" else {}
         status = "missing" if rec is None else ("ok" if rec.status == "ok" else "failed")
         rows.append(
@@ -56,7 +58,8 @@ def collect(cells: list[Cell], results_dir: Path) -> pd.DataFrame:
                 "method": cell.method,
                 "setting": setting_label(cell),
                 "benchmark": str(cell.config.benchmark.benchmark),
-                "run_id": cell.run_id,
+                "run_id": rec.run_id if rec is not None else cell.run_id,
+                "found_by": match.how,
                 "status": status,
                 "score": rec.score if status == "ok" else None,
                 "paper_tflops": eff.get("paper_tflops"),

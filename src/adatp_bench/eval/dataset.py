@@ -1,0 +1,200 @@
+"""Which data a cell scores: where its files are, what identifies them, and a stable hash of every document.
+
+A cell's run id includes its data (``identity.py``), so a changed dataset is a different cell and is never "skipped
+as done", and resumed samples are matched by the content of their document, never by position alone:
+
+- **Real benchmarks** are identified by the content of their annotation file: :func:`dataset_fingerprint`, a sha256
+  over the canonical JSON of every row (independent of the file format and of how pandas or pyarrow lay it out).
+- **Synthetic benchmarks** are identified by the settings that generate them (``n_items``, ``data_seed``, the
+  generator's version) and live in a folder named after those settings, so changing a setting generates new data
+  instead of reusing stale files.
+- :func:`doc_hash` identifies one document; samples are stored and resumed under (task, doc id, doc hash).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import json
+import math
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from adatp_bench.errors import ConfigError, DatasetError
+
+#: Bump when the synthetic generator's output changes: every synthetic cell then becomes a new cell.
+SYNTHETIC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """Where one benchmark's data lives.
+
+    Attributes:
+        benchmark: upstream benchmark (``videomme``, ``mlvu_dev``, ``longvideobench_val_v``).
+        variant: ``synth`` or ``local``.
+        data_dir: the data root (the layout of ``eval/tasks``).
+        annotation: the annotation file (parquet, json or jsonl).
+        video_dir: the folder the videos are looked up in.
+    """
+
+    benchmark: str
+    variant: str
+    data_dir: Path
+    annotation: Path
+    video_dir: Path
+
+
+def synthetic_settings(bench: DictConfig | Mapping[str, Any]) -> dict[str, int]:
+    """The settings that fix a synthetic dataset's content."""
+    n_items, seed = bench.get("n_items", 3), bench.get("data_seed", 0)
+    for key, value in (("n_items", n_items), ("data_seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"benchmark.{key}={value!r} must be an integer")
+    if n_items < 1:
+        raise ConfigError(f"benchmark.n_items={n_items} must be >= 1")
+    return {"n_items": n_items, "data_seed": seed, "generator_version": SYNTHETIC_VERSION}
+
+
+def synthetic_dir(bench: DictConfig | Mapping[str, Any]) -> Path:
+    """The folder of the synthetic data these settings generate: ``<data_dir>/n<items>-seed<seed>-v<version>``."""
+    s = synthetic_settings(bench)
+    return Path(str(bench["data_dir"])) / f"n{s['n_items']}-seed{s['data_seed']}-v{s['generator_version']}"
+
+
+def dataset_ref(bench: DictConfig | Mapping[str, Any]) -> DatasetRef:
+    """Where the data of a ``conf/benchmark`` entry lives (nothing is generated or read)."""
+    from adatp_bench.eval.tasks import BENCHMARKS
+
+    name = str(bench["benchmark"])
+    if name not in BENCHMARKS:
+        raise ConfigError(f"unknown benchmark {name!r}; valid: {', '.join(sorted(BENCHMARKS))}")
+    spec = BENCHMARKS[name]
+    variant = str(bench.get("variant", "local"))
+    data_dir = synthetic_dir(bench) if variant == "synth" else Path(str(bench["data_dir"]))
+    annotation = bench.get("annotation") if variant != "synth" else None
+    video_dir = bench.get("video_dir") if variant != "synth" else None
+    return DatasetRef(
+        benchmark=name,
+        variant=variant,
+        data_dir=data_dir,
+        annotation=Path(str(annotation)).expanduser() if annotation else data_dir / spec.annotation,
+        video_dir=Path(str(video_dir)).expanduser() if video_dir else data_dir / spec.video_subdir,
+    )
+
+
+def ensure_data(bench: DictConfig | Mapping[str, Any]) -> DatasetRef:
+    """The benchmark's data in place: synthetic data generated on first use (once, under a lock, into a temporary
+    folder renamed into place, so a killed job never leaves half a dataset); real data checked to exist."""
+    ref = dataset_ref(bench)
+    if ref.variant == "synth":
+        _generate_once(ref.data_dir, synthetic_settings(bench))
+    elif not ref.annotation.is_file():
+        raise DatasetError(
+            f"benchmark {bench.get('name', ref.benchmark)!r}: annotation file {ref.annotation} does not exist. "
+            "Download the dataset (README, 'Benchmarks') or set benchmark.data_dir / benchmark.annotation."
+        )
+    return ref
+
+
+def dataset_identity(bench: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """What identifies the data of a benchmark entry in a run id: the generating settings (synthetic) or the content
+    fingerprint of the annotation file (real). Raises :class:`DatasetError` when a real annotation file is absent."""
+    ref = dataset_ref(bench)
+    if ref.variant == "synth":
+        return {"synthetic": synthetic_settings(bench)}
+    if not ref.annotation.is_file():
+        raise DatasetError(f"annotation file {ref.annotation} does not exist: the cell's data cannot be identified")
+    return {"sha256": dataset_fingerprint(ref.annotation)}
+
+
+def dataset_fingerprint(annotation: Path) -> str:
+    """sha256 of the canonical JSON of every row of an annotation file (cached per path, size and mtime)."""
+    stat = annotation.stat()
+    return _fingerprint(str(annotation.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
+    del size, mtime_ns  # cache key only: a rewritten file is hashed again
+    digest = hashlib.sha256()
+    for row in load_rows(Path(path)):
+        digest.update(canonical_json(row).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def load_rows(annotation: Path) -> list[dict[str, Any]]:
+    """Every row of a parquet, JSON or JSON-lines annotation file, as plain Python values."""
+    import pandas as pd
+
+    if not annotation.is_file():
+        raise DatasetError(f"annotation file {annotation} does not exist")
+    suffix = annotation.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            frame = pd.read_parquet(annotation)
+        elif suffix in {".json", ".jsonl"}:
+            frame = pd.read_json(annotation, lines=suffix == ".jsonl", dtype=False)
+        else:
+            raise DatasetError(f"{annotation}: unsupported annotation format {suffix!r} (parquet, json or jsonl)")
+    except DatasetError:
+        raise
+    except Exception as err:  # pyarrow/pandas raise many types for a damaged file; name the file and the reason
+        raise DatasetError(f"{annotation}: cannot read the annotation file: {type(err).__name__}: {err}") from err
+    return [{str(k): _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def doc_hash(doc: Mapping[str, Any]) -> str:
+    """16 hex digits of sha256 over a document's canonical JSON: the key a finished sample is stored and resumed
+    under (with its task and doc id), so a sample is reused only for the very document it answered."""
+    return hashlib.sha256(canonical_json(doc).encode()).hexdigest()[:16]
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and plain types (numpy arrays and scalars, NaN → null)."""
+    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _generate_once(data_dir: Path, settings: dict[str, int]) -> None:
+    from adatp_bench.eval.synthetic import write_synthetic_benchmarks
+
+    marker = data_dir / ".complete"
+    if marker.exists():
+        return
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(data_dir.parent / f".{data_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists():  # another job finished it while we waited
+            return
+        tmp = Path(tempfile.mkdtemp(dir=data_dir.parent, prefix=f".{data_dir.name}."))
+        try:
+            write_synthetic_benchmarks(tmp, n_items=settings["n_items"], seed=settings["data_seed"])
+            (tmp / ".complete").write_text(json.dumps(settings) + "\n")
+            if data_dir.exists():
+                shutil.rmtree(data_dir)
+            tmp.rename(data_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,39 @@
+"""Build the model a ``conf/model`` entry names: a :class:`~adatp_bench.models.adapter.VideoLLM`, or the
+constant-answer check model."""
+
+from __future__ import annotations
+
+from adatp_bench.models.adapter import VideoLLM
+from adatp_bench.models.constant import ConstantAnswerModel
+from adatp_bench.models.specs import get_spec
+
+CONSTANT_SOURCE = "builtin:constant"
+
+
+def load_model(
+    name: str,
+    *,
+    source: str | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+    attn_implementation: str = "sdpa",
+    relevance_encoder: str | None = None,
+    answer: str | None = None,
+) -> VideoLLM | ConstantAnswerModel:
+    """The model of spec ``name`` (weights from ``source`` or the spec's checkpoint)."""
+    spec = get_spec(name)
+    if (source or spec.source) == CONSTANT_SOURCE:
+        return ConstantAnswerModel(spec, answer or "")
+    return VideoLLM.from_spec(
+        spec,
+        source=source,
+        dtype=dtype,
+        device=device,
+        attn_implementation=attn_implementation,
+        relevance_encoder=relevance_encoder,
+    )
+
+
+def is_constant(name: str, source: str | None = None) -> bool:
+    """True for the constant-answer check model."""
+    return (source or get_spec(name).source) == CONSTANT_SOURCE
