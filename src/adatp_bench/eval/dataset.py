@@ -53,21 +53,33 @@ class DatasetRef:
     video_dir: Path
 
 
-def synthetic_settings(bench: DictConfig | Mapping[str, Any]) -> dict[str, int]:
-    """The settings that fix a synthetic dataset's content."""
+#: Optional ``conf/benchmark`` keys of a synthetic benchmark that set the videos' geometry (null: the generator's).
+VIDEO_KEYS = {"video_width": "width", "video_height": "height", "video_frames": "num_frames", "video_fps": "fps"}
+
+
+def synthetic_settings(bench: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that fix a synthetic dataset's content (the video geometry only where set)."""
     n_items, seed = bench.get("n_items", 3), bench.get("data_seed", 0)
-    for key, value in (("n_items", n_items), ("data_seed", seed)):
+    video = {field: bench.get(key) for key, field in VIDEO_KEYS.items() if bench.get(key) is not None}
+    for key, value in (("n_items", n_items), ("data_seed", seed), *((f"video.{k}", v) for k, v in video.items())):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"benchmark.{key}={value!r} must be an integer")
     if n_items < 1:
         raise ConfigError(f"benchmark.n_items={n_items} must be >= 1")
-    return {"n_items": n_items, "data_seed": seed, "generator_version": SYNTHETIC_VERSION}
+    settings: dict[str, Any] = {"n_items": n_items, "data_seed": seed, "generator_version": SYNTHETIC_VERSION}
+    if video:
+        settings["video"] = video
+    return settings
 
 
 def synthetic_dir(bench: DictConfig | Mapping[str, Any]) -> Path:
-    """The folder of the synthetic data these settings generate: ``<data_dir>/n<items>-seed<seed>-v<version>``."""
+    """The folder of the synthetic data these settings generate: ``<data_dir>/n<items>-seed<seed>-v<version>`` (plus
+    a short hash of the video geometry when it is set)."""
     s = synthetic_settings(bench)
-    return Path(str(bench["data_dir"])) / f"n{s['n_items']}-seed{s['data_seed']}-v{s['generator_version']}"
+    name = f"n{s['n_items']}-seed{s['data_seed']}-v{s['generator_version']}"
+    if "video" in s:
+        name += "-" + hashlib.sha1(canonical_json(s["video"]).encode()).hexdigest()[:8]
+    return Path(str(bench["data_dir"])) / name
 
 
 def dataset_ref(bench: DictConfig | Mapping[str, Any]) -> DatasetRef:
@@ -178,8 +190,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _generate_once(data_dir: Path, settings: dict[str, int]) -> None:
-    from adatp_bench.eval.synthetic import write_synthetic_benchmarks
+def _generate_once(data_dir: Path, settings: dict[str, Any]) -> None:
+    from adatp_bench.eval.synthetic import VideoSpec, write_synthetic_benchmarks
 
     marker = data_dir / ".complete"
     if marker.exists():
@@ -191,7 +203,8 @@ def _generate_once(data_dir: Path, settings: dict[str, int]) -> None:
             return
         tmp = Path(tempfile.mkdtemp(dir=data_dir.parent, prefix=f".{data_dir.name}."))
         try:
-            write_synthetic_benchmarks(tmp, n_items=settings["n_items"], seed=settings["data_seed"])
+            video = VideoSpec(**settings["video"]) if "video" in settings else None
+            write_synthetic_benchmarks(tmp, n_items=settings["n_items"], seed=settings["data_seed"], video=video)
             (tmp / ".complete").write_text(json.dumps(settings) + "\n")
             if data_dir.exists():
                 shutil.rmtree(data_dir)

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from adatp_bench import flops
+from adatp_bench.cache import open_cache
 from adatp_bench.eval.benchmarks import PreparedBenchmark
 from adatp_bench.eval.lmms_model import AdatpBenchLMM
 from adatp_bench.models.constant import ConstantAnswerModel
@@ -57,6 +58,7 @@ def evaluate_cell(
         completed=completed,
         relevance_encoder=m.relevance_encoder,
         answer=m.get("answer"),
+        cache=open_cache(cfg.get("cache")),
     )
     # The task picks its prompt variant by this name (lmms_eval_specific_kwargs): "default" or e.g. "llava_vid".
     tm = TaskManager(
@@ -109,10 +111,15 @@ def summarise_efficiency(records: list[dict[str, Any]], lmm: AdatpBenchLMM, spec
     """Mean tokens per layer, paper-convention FLOPs (and labelled extras), latency and memory over the samples."""
     if not records:
         return {}
+    cache: dict[str, dict[str, int]] = {}
+    for rec in records:
+        for kind, outcome in (rec.get("cache") or {}).items():
+            cache.setdefault(kind, {"hits": 0, "misses": 0})[f"{outcome}es" if outcome == "miss" else "hits"] += 1
     timing_keys = sorted({k for rec in records for k in rec["timings_ms"]})
     latency = {k: statistics.fmean([r["timings_ms"].get(k, 0.0) for r in records]) for k in timing_keys}
     if isinstance(lmm.llm, ConstantAnswerModel):  # no LLM: no tokens, no FLOPs
-        return {"latency_ms": latency, "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"latency_ms": latency, "max_rss_mib": rss, "cache": cache}
     llm = lmm.llm
     cfg = llm.config
     num_layers = llm.num_layers
@@ -166,4 +173,5 @@ def summarise_efficiency(records: list[dict[str, Any]], lmm: AdatpBenchLMM, spec
         "peak_gpu_memory_mib": peak,
         "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "attn_implementation": llm.config.text_config._attn_implementation,
+        "cache": cache,  # per kind (frames, vision, vision_attention): lookups that hit and missed
     }

@@ -28,7 +28,9 @@ from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
+from adatp_bench.cache import ContentCache
 from adatp_bench.config import method_defaults
+from adatp_bench.core.video import VideoInput
 from adatp_bench.models.adapter import SampleOutput, VideoLLM
 from adatp_bench.models.constant import ConstantAnswerModel
 from adatp_bench.models.loading import load_model
@@ -55,6 +57,7 @@ class AdatpBenchLMM(lmms):
         batch_size: int | str = 1,
         relevance_encoder: str | None = None,
         answer: str | None = None,
+        cache: ContentCache | None = None,
         on_sample: Callable[[dict[str, Any]], None] | None = None,
         completed: dict[SampleKey, dict[str, Any]] | None = None,
         **method_settings: Any,
@@ -84,6 +87,9 @@ class AdatpBenchLMM(lmms):
             settings = {**method_defaults(method), **_coerce(method_settings)}
             method = build_method(method, **settings)
         self.method = method
+        self.cache = cache
+        if isinstance(self.llm, VideoLLM):
+            self.llm.cache = cache
         self.num_frames = int(num_frames) if num_frames not in (None, "", "None") else self.llm.spec.num_frames
         self.seed = int(seed)
         self.on_sample = on_sample
@@ -105,7 +111,6 @@ class AdatpBenchLMM(lmms):
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
         """Answer each request: decode its video, run the pruned model greedily, cut at the ``until`` strings."""
         from adatp_bench.eval.dataset import doc_hash
-        from adatp_bench.eval.video import read_sampled
 
         results: list[GenerationResult] = []
         bar = tqdm(requests, desc=f"{self.method.name} samples", disable=self.rank != 0, leave=False)
@@ -121,18 +126,17 @@ class AdatpBenchLMM(lmms):
                     visuals = doc_to_visual(doc)
                     if len(visuals) != 1 or not isinstance(visuals[0], str):
                         raise ValueError(f"{task} doc {doc_id}: expected one video path, got {visuals!r}")
-                    t0 = time.perf_counter()
-                    video = read_sampled(visuals[0], self.num_frames)
-                    decode_ms = (time.perf_counter() - t0) * 1e3
+                    video, lookups = self._video_input(visuals[0])
                     out = self.llm.generate(
-                        video.frames,
+                        video,
                         context,
                         max_new_tokens=int(gen_kwargs.get("max_new_tokens", 16)),
                         sample_id=f"{task}/{doc_id}",
                         seed=self.seed,
                     )
                     rec = _record(key, visuals[0], video.indices, video.total_frames, context, out, gen_kwargs)
-                    rec["timings_ms"]["video_decode_ms"] = decode_ms
+                    rec["timings_ms"]["video_decode_ms"] = lookups.pop("decode_ms", 0.0)
+                    rec["cache"] = {**lookups, **out.cache}
                     if self.on_sample is not None:
                         self.on_sample(rec)
                 self.records.append(rec)
@@ -143,6 +147,37 @@ class AdatpBenchLMM(lmms):
                     )
                 )
         return results
+
+    def _video_input(self, path: str) -> tuple[VideoInput, dict[str, Any]]:
+        """The video's sampled frames, decoded only if the model asks for them: from the frames cache when it holds
+        them (keyed by the file's content and the sampling), else decoded and cached. Returns the lookups made."""
+        from adatp_bench.eval.video import SAMPLER_VERSION, read_sampled
+
+        lookups: dict[str, Any] = {}
+
+        def decode() -> tuple[Any, list[int], int]:
+            t0 = time.perf_counter()
+            entry = self.cache.get("frames", key) if key else None
+            if entry is not None:
+                lookups["frames"] = "hit"
+                frames, indices, total = entry["frames"].numpy(), list(entry["indices"]), int(entry["total"])
+            else:
+                video = read_sampled(path, self.num_frames)
+                frames, indices, total = video.frames, video.indices, video.total_frames
+                if key:
+                    lookups["frames"] = "miss"
+                    payload = {"frames": torch.from_numpy(frames), "indices": indices, "total": total}
+                    self.cache.put("frames", key, payload)
+            lookups["decode_ms"] = (time.perf_counter() - t0) * 1e3
+            return frames, indices, total
+
+        key = None
+        if self.cache is not None:
+            key = self.cache.key("frames", self.cache.file_digest(path), self.num_frames, SAMPLER_VERSION)
+        video = VideoInput(key=key, loader=decode)
+        if not isinstance(self.llm, VideoLLM):
+            video.decoded()  # the constant-answer model has no vision cache: the frames are always decoded
+        return video, lookups
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         raise NotImplementedError("the video benchmarks are generate_until tasks; loglikelihood is not supported")

@@ -63,6 +63,8 @@ class SampledVideo:
         return self.total_frames < len(self.indices)
 
 
+#: Bump when the frame sampling or decoding changes what frames a video yields: cached frames are then re-decoded.
+SAMPLER_VERSION = 1
 #: A header may overstate the frame count by a frame or two (some muxers do); more than this is a truncated file.
 TRUNCATION_TOLERANCE = 2
 

@@ -9,6 +9,7 @@ Every step is timed per sample; the visual tokens entering each LLM layer are re
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,17 +20,29 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
 
+from adatp_bench.cache import ContentCache
 from adatp_bench.core.context import SampleContext, sample_seed
 from adatp_bench.core.layout import VideoLayout, VisualTokens
+from adatp_bench.core.video import VideoInput
 from adatp_bench.errors import ConfigError, ModelLoadError
+from adatp_bench.models.attention import QKCapture
 from adatp_bench.models.llm import DecoderRunner
-from adatp_bench.models.relevance import RelevanceEncoder
+from adatp_bench.models.relevance import CachedRelevance, RelevanceEncoder
 from adatp_bench.models.sequence import assemble
 from adatp_bench.models.specs import ModelSpec, get_spec
-from adatp_bench.models.view import LlavaSampleView
+from adatp_bench.models.view import LlavaSampleView, vision_encoder_layers
 from adatp_bench.pruning.base import PruningMethod
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class VisionOutputs:
+    """What the vision tower leaves for a sample's view besides the tokens: every layer's output (None after a cache
+    hit) and the attention statistics captured during its forward, by layer."""
+
+    states: tuple[torch.Tensor, ...] | None = None
+    attention: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 @dataclass
@@ -45,6 +58,7 @@ class SampleOutput:
     visual_tokens_in: int  # grid tokens (no newlines) entering the LLM
     timings_ms: dict[str, float] = field(default_factory=dict)
     method_stats: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, str] = field(default_factory=dict)  # per kind: "hit" or "miss" (absent: not looked up)
 
 
 class VideoLLM:
@@ -59,6 +73,8 @@ class VideoLLM:
         model: LlavaOnevisionForConditionalGeneration,
         processor: Any,
         relevance_source: str | None = None,
+        source: str | None = None,
+        seed: int = 0,
     ) -> None:
         self.spec = spec
         self.model = model.eval()
@@ -67,6 +83,11 @@ class VideoLLM:
         self.config = model.config
         self.method: PruningMethod | None = None
         self.relevance: RelevanceEncoder | None = None
+        self.cache: ContentCache | None = None  # per-video cache of vision outputs (cache.py); set by the harness
+        self.last_cache: dict[str, str] = {}  # the last sample's cache lookups, for its record
+        self._source = source or spec.source
+        self._seed = seed
+        self._vision_identity: str | None = None
         self._relevance_source = relevance_source or spec.relevance_encoder
         inner = model.model
         self.runner = DecoderRunner(inner.language_model, model.lm_head)
@@ -96,17 +117,16 @@ class VideoLLM:
         if dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {dtype!r}; valid: {sorted(DTYPES)}")
         source = source or spec.source
-        if source == "builtin:tiny":
-            from adatp_bench.models.tiny import build_tiny_model, build_tiny_processor
+        if source.startswith("builtin:"):
+            from adatp_bench.models.builtin import build_builtin
 
-            model = build_tiny_model(seed=seed)
-            processor = build_tiny_processor()
+            model, processor = build_builtin(source, seed=seed)
             if attn_implementation != "sdpa":
                 model.set_attn_implementation(attn_implementation)
         else:
             model, processor = load_pretrained(source, DTYPES[dtype], attn_implementation)
         model = model.to(device=device, dtype=DTYPES[dtype])
-        return cls(spec, model, processor, relevance_source=relevance_encoder)
+        return cls(spec, model, processor, relevance_source=relevance_encoder, source=source, seed=seed)
 
     def ensure_relevance_encoder(self) -> RelevanceEncoder:
         """Load the SigLIP relevance encoder on first use, on this model's device and dtype."""
@@ -206,13 +226,19 @@ class VideoLLM:
 
     # -- one sample ----------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def prepare(self, frames: np.ndarray, question: str, sample_id: str = "0", seed: int = 0):
-        """Encode, prune before the LLM, and assemble the prefill sequence. Returns (state, ctx, timings)."""
+    def prepare(self, frames: np.ndarray | VideoInput, question: str, sample_id: str = "0", seed: int = 0):
+        """Encode, prune before the LLM, and assemble the prefill sequence. Returns (state, ctx, timings, n_visual).
+
+        ``frames`` may be a :class:`VideoInput`: with a cache (``self.cache``) and a cacheable video, the vision
+        tower's outputs are read from the cache when present (the frames are then never decoded) and written after
+        a miss.
+        """
+        video = frames if isinstance(frames, VideoInput) else VideoInput.from_frames(frames)
+        self.last_cache = {}
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        pv = self.pixel_values(frames)
         ids = self.prompt_ids(question)
-        grid, vision_hidden, vision_states = self.encode_video(pv)
+        grid, vision_hidden, vision_outputs, vision_key = self._vision(video)
         _sync(self.device)
         timings["vision_ms"] = (time.perf_counter() - t0) * 1e3
         layout = self.layout(ids, grid.shape[0])
@@ -223,8 +249,17 @@ class VideoLLM:
             seed=sample_seed(seed, sample_id),
             vision_hidden=vision_hidden,
             pool_map=self.pool,
-            relevance=self.relevance if method is not None and method.needs_relevance else None,
-            model=LlavaSampleView(self.model, self.spec, vision_states),
+            relevance=self._relevance_for(vision_key) if method is not None and method.needs_relevance else None,
+            model=LlavaSampleView(
+                self.model,
+                self.spec,
+                vision_outputs.states,
+                attention=vision_outputs.attention,
+                recompute_states=lambda: self.encode_video(self.pixel_values(video.decoded()))[2],
+                cache=self.cache,
+                attention_key=vision_key,
+                lookups=self.last_cache,
+            ),
         )
         if ctx.relevance is not None:
             ctx.relevance.reset_timer()
@@ -242,10 +277,81 @@ class VideoLLM:
         timings["pre_llm_method_ms"] = (time.perf_counter() - t0) * 1e3
         return state, ctx, timings, len(tokens)
 
+    def _vision(self, video: VideoInput) -> tuple[torch.Tensor, torch.Tensor, VisionOutputs, str | None]:
+        """(grid, vision_hidden, what else the tower left for the sample's view, the cache key or None)."""
+        key = self.cache.key("vision", video.key, self.vision_identity()) if self.cache and video.key else None
+        entry = self.cache.get("vision", key) if key else None
+        if entry is not None:
+            video.indices, video.total_frames = list(entry["frame_indices"]), int(entry["total_frames"])
+            self.last_cache["vision"] = "hit"
+            grid = entry["grid"].to(self.device)
+            return grid, entry["vision_hidden"].to(self.device), VisionOutputs(), key
+        wants_attention = self.method is not None and self.method.needs_vision_attention
+        capture_layer = self.feature_layer_index() if wants_attention else None
+        pixels = self.pixel_values(video.decoded())
+        if capture_layer is None:
+            grid, vision_hidden, states = self.encode_video(pixels)
+            outputs = VisionOutputs(states=states)
+        else:
+            layers = vision_encoder_layers(self.model.model.vision_tower)
+            with QKCapture(layers[capture_layer]) as capture:
+                grid, vision_hidden, states = self.encode_video(pixels)
+            outputs = VisionOutputs(states=states, attention={capture_layer: capture.attention()})
+        if key:
+            self.last_cache["vision"] = "miss"
+            payload = {"grid": grid, "vision_hidden": vision_hidden, "frame_indices": video.indices}
+            self.cache.put("vision", key, {**payload, "total_frames": video.total_frames})
+        return grid, vision_hidden, outputs, key
+
+    def _relevance_for(self, vision_key: str | None) -> RelevanceEncoder | CachedRelevance | None:
+        """The relevance encoder for this sample: through the cache when the sample's vision outputs are cacheable."""
+        if self.relevance is None or self.cache is None or vision_key is None:
+            return self.relevance
+        return CachedRelevance(self.relevance, self.cache, vision_key, self.last_cache)
+
+    def feature_layer_index(self) -> int:
+        """Index of the vision encoder layer whose output the LLM reads (``hidden_states[l]`` is layer ``l − 1``'s)."""
+        num_layers = self.config.vision_config.num_hidden_layers
+        out_index = self.config.vision_feature_layer % (num_layers + 1)
+        if out_index == 0:
+            raise ConfigError(f"vision_feature_layer={self.config.vision_feature_layer} is the patch embeddings")
+        return out_index - 1
+
+    def vision_identity(self) -> str:
+        """What the vision outputs of a frame depend on: the checkpoint (and its revision or weight files), the vision
+        tower and projector configs, the pooling rule, the processor's resize and normalisation, dtype and device."""
+        if self._vision_identity is None:
+            source = self._source
+            weights: object = None
+            if source.startswith("builtin:"):
+                weights = f"{source}:seed{self._seed}"
+            elif Path(source).is_dir():
+                weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(source).glob("*"))
+            else:
+                weights = getattr(self.config, "_commit_hash", None)
+            vp = self.processor.video_processor
+            self._vision_identity = json.dumps(
+                {
+                    "spec": self.spec.name,
+                    "source": source,
+                    "weights": weights,
+                    "vision_config": self.config.vision_config.to_dict(),
+                    "projector": [self.config.projector_hidden_act, self.config.vision_feature_layer],
+                    "strategy": self.config.vision_feature_select_strategy,
+                    "pooling": self.spec.pooling,
+                    "processor": {k: str(getattr(vp, k, None)) for k in ("size", "image_mean", "image_std")},
+                    "dtype": str(self.dtype),
+                    "device": self.device.type,
+                },
+                sort_keys=True,
+                default=str,
+            )
+        return self._vision_identity
+
     @torch.no_grad()
     def generate(
         self,
-        frames: np.ndarray,
+        frames: np.ndarray | VideoInput,
         question: str,
         max_new_tokens: int = 16,
         sample_id: str = "0",
@@ -275,6 +381,7 @@ class VideoLLM:
             visual_tokens_in=n_visual,
             timings_ms=timings,
             method_stats={k: _plain(v) for k, v in ctx.stats.items() if not k.startswith("_")},
+            cache=dict(self.last_cache),
         )
 
     @torch.no_grad()

@@ -100,9 +100,9 @@ def vision_layer_attention(layer: nn.Module, hidden: torch.Tensor) -> tuple[torc
     """Mean attention received per patch and head-averaged keys of one SigLIP encoder layer, in fp32.
 
     Recomputes ``softmax(q kᵀ · scale)`` from the layer's ``layer_norm1`` and ``self_attn.{q,k}_proj`` on its input,
-    one frame at a time (an H·P² buffer per frame), instead of asking the tower for eager attentions. This is what
-    VisionZip's official SigLIP port reads (``attn.mean(1).mean(1)`` and ``raw_key_states.mean(1)``) and HoliTom's
-    ``attentions[-1].mean(dim=1).mean(dim=1)``.
+    instead of asking the tower for eager attentions. This is what VisionZip's official SigLIP port reads
+    (``attn.mean(1).mean(1)`` and ``raw_key_states.mean(1)``) and HoliTom's ``attentions[-1].mean(dim=1).mean(dim=1)``.
+    When the tower runs for the sample anyway, :class:`QKCapture` takes q and k from its own forward instead.
 
     Args:
         layer: a ``SiglipEncoderLayer``.
@@ -112,16 +112,57 @@ def vision_layer_attention(layer: nn.Module, hidden: torch.Tensor) -> tuple[torc
         received (F, P): attention averaged over heads, then over queries; keys (F, P, d): keys averaged over heads.
     """
     attn, norm = layer.self_attn, layer.layer_norm1
-    heads, head_dim = attn.num_heads, attn.head_dim
     w_norm, b_norm = norm.weight.float(), norm.bias.float()
-    w_q, b_q = attn.q_proj.weight.float(), attn.q_proj.bias.float()
-    w_k, b_k = attn.k_proj.weight.float(), attn.k_proj.bias.float()
-    received, keys = [], []
-    for frame in hidden:  # (P, Dv)
-        x = nn.functional.layer_norm(frame.float(), norm.normalized_shape, w_norm, b_norm, norm.eps)
-        q = nn.functional.linear(x, w_q, b_q).view(-1, heads, head_dim).transpose(0, 1)  # (H, P, d)
-        k = nn.functional.linear(x, w_k, b_k).view(-1, heads, head_dim).transpose(0, 1)
-        probs = torch.softmax((q @ k.transpose(1, 2)) * attn.scale, dim=-1)  # (H, P, P)
-        received.append(probs.mean(0).mean(0))
-        keys.append(k.mean(0))
-    return torch.stack(received), torch.stack(keys)
+    x = nn.functional.layer_norm(hidden.float(), norm.normalized_shape, w_norm, b_norm, norm.eps)
+    q = nn.functional.linear(x, attn.q_proj.weight.float(), attn.q_proj.bias.float())
+    k = nn.functional.linear(x, attn.k_proj.weight.float(), attn.k_proj.bias.float())
+    return received_attention(q, k, attn.num_heads, attn.scale)
+
+
+@torch.no_grad()
+def received_attention(
+    q: torch.Tensor, k: torch.Tensor, heads: int, scale: float, frames_per_chunk: int = 4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Received attention and head-averaged keys from a layer's projected queries and keys (F, P, H·d), in fp32.
+
+    ``softmax(q kᵀ · scale)`` per head and frame, averaged over heads then over queries; frames are processed a few at
+    a time, so the (chunk, H, P, P) buffer stays bounded (≈ 140 MB per 4 frames at 729 patches and 16 heads).
+    """
+    num_frames, patches, _ = q.shape
+    q = q.float().view(num_frames, patches, heads, -1).transpose(1, 2)  # (F, H, P, d)
+    k = k.float().view(num_frames, patches, heads, -1).transpose(1, 2)
+    received = []
+    for start in range(0, num_frames, frames_per_chunk):
+        qc, kc = q[start : start + frames_per_chunk], k[start : start + frames_per_chunk]
+        probs = torch.softmax((qc @ kc.transpose(-1, -2)) * scale, dim=-1)  # (chunk, H, P, P)
+        received.append(probs.mean(1).mean(1))
+    return torch.cat(received), k.mean(1)
+
+
+class QKCapture:
+    """Keep one vision layer's projected queries and keys from the tower's own forward (forward hooks on its
+    ``q_proj``/``k_proj``, removed on exit), so its received attention needs no second projection."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        self.layer = layer
+        self.q: torch.Tensor | None = None
+        self.k: torch.Tensor | None = None
+
+    def __enter__(self) -> QKCapture:
+        attn = self.layer.self_attn
+        self._hooks = [
+            attn.q_proj.register_forward_hook(lambda _m, _i, out: setattr(self, "q", out)),
+            attn.k_proj.register_forward_hook(lambda _m, _i, out: setattr(self, "k", out)),
+        ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+    def attention(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(received, keys) of the captured layer, as :func:`vision_layer_attention` computes them."""
+        if self.q is None or self.k is None:
+            raise RuntimeError("the captured layer did not run")
+        attn = self.layer.self_attn
+        return received_attention(self.q, self.k, attn.num_heads, attn.scale)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from adatp_bench.core.video import VideoInput
 from adatp_bench.errors import ConfigError
 from adatp_bench.models.adapter import SampleOutput
 from adatp_bench.models.specs import ModelSpec
@@ -44,9 +45,16 @@ class ConstantAnswerModel:
         raise ConfigError("model=constant has no relevance encoder: use method=vanilla")
 
     def generate(
-        self, frames: np.ndarray, question: str, max_new_tokens: int = 16, sample_id: str = "0", seed: int = 0
+        self,
+        frames: np.ndarray | VideoInput,
+        question: str,
+        max_new_tokens: int = 16,
+        sample_id: str = "0",
+        seed: int = 0,
     ) -> SampleOutput:
-        """The fixed answer (the frames are checked for shape, as a real model's processor would)."""
+        """The fixed answer (the frames are decoded and checked for shape, as a real model's processor would)."""
+        if isinstance(frames, VideoInput):
+            frames = frames.decoded()
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames must be (F, H, W, 3) uint8, got shape {tuple(frames.shape)}")
         return SampleOutput(

@@ -20,10 +20,10 @@ def model_dims(spec: ModelSpec, source: str | None = None) -> ModelDims:
     source = source or spec.source
     if source == "builtin:constant":  # the constant-answer check model has no tokens and no layers
         return ModelDims(tokens_per_frame=0, num_layers=0)
-    if source == "builtin:tiny":
-        from adatp_bench.models.tiny import build_tiny_config, build_tiny_tokenizer
+    if source.startswith("builtin:"):
+        from adatp_bench.models.builtin import builtin_config
 
-        cfg = build_tiny_config(build_tiny_tokenizer())
+        cfg = builtin_config(source)
         vision, layers = cfg.vision_config, cfg.text_config.num_hidden_layers
         side = vision.image_size // vision.patch_size
     elif (Path(source) / "config.json").exists():

@@ -65,6 +65,9 @@ class DecoderRunner:
         video_counts, newline_counts, next_pos = [], [], []
         method_s = 0.0
         text_tokens = int((state.kind == TEXT).sum())
+        # The sequence's counts change only where a method acts: counted there, not per layer (reading the last
+        # position id from the GPU would synchronise the device at every layer).
+        counts = _counts(state)
         for idx, layer in enumerate(self.lm.layers):
             if idx in hook_layers:
                 t0 = time.perf_counter()
@@ -75,10 +78,11 @@ class DecoderRunner:
                 if keep is not None:
                     state = _apply_keep(state, keep, renumber=method.in_llm_positions == "renumber")
                     rope = self._rope(state.hidden, state.position_ids)
+                counts = _counts(state)  # a method may also edit the state in place
                 method_s += time.perf_counter() - t0
-            video_counts.append(state.num_video())
-            newline_counts.append(int((state.kind == NEWLINE).sum()))
-            next_pos.append(int(state.position_ids[0, -1]) + 1)
+            video_counts.append(counts[0])
+            newline_counts.append(counts[1])
+            next_pos.append(counts[2])
             # position_ids are not passed: RoPE is applied through position_embeddings, and FlashAttention-2 would
             # otherwise read gapped position ids as packed sequences.
             state.hidden = layer(
@@ -154,6 +158,11 @@ def _bind_probe(layer: torch.nn.Module, hidden: torch.Tensor, rope: tuple[torch.
         return probe_attention(layer, hidden, rope, rows)
 
     return probe
+
+
+def _counts(state: SequenceState) -> tuple[int, int, int]:
+    """(video positions, newlines, RoPE position of the first generated token) of the sequence entering a layer."""
+    return state.num_video(), int((state.kind == NEWLINE).sum()), int(state.position_ids[0, -1]) + 1
 
 
 def _apply_keep(state: SequenceState, keep: torch.Tensor, renumber: bool) -> SequenceState:

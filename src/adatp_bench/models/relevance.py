@@ -12,11 +12,13 @@ recorded per sample (``last_ms``).
 
 from __future__ import annotations
 
+import json
 import time
 
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, SiglipModel
 
+from adatp_bench.cache import ContentCache
 from adatp_bench.errors import ModelLoadError
 
 
@@ -32,11 +34,11 @@ class RelevanceEncoder:
 
     @classmethod
     def load(cls, source: str, device: torch.device | str, dtype: torch.dtype) -> RelevanceEncoder:
-        """``builtin:tiny`` or a hub id / local directory of a SigLIP checkpoint with vision head and text tower."""
-        if source == "builtin:tiny":
-            from adatp_bench.models.tiny import build_tiny_siglip, build_tiny_tokenizer
+        """``builtin:<name>`` or a hub id / local directory of a SigLIP checkpoint with vision head and text tower."""
+        if source.startswith("builtin:"):
+            from adatp_bench.models.builtin import builtin_relevance
 
-            model, tok = build_tiny_siglip(), build_tiny_tokenizer()
+            model, tok = builtin_relevance(source)
         else:
             try:
                 model = SiglipModel.from_pretrained(source, dtype=dtype)
@@ -85,3 +87,47 @@ class RelevanceEncoder:
         emb = out.pooler_output if hasattr(out, "pooler_output") else out
         self.elapsed_ms += (time.perf_counter() - t0) * 1e3
         return emb[0]
+
+
+class CachedRelevance:
+    """The relevance encoder for one sample, its outputs read from and written to the per-video cache (``cache.py``):
+    the frame features under the sample's vision-cache key, the question embedding under its text."""
+
+    def __init__(
+        self, encoder: RelevanceEncoder, cache: ContentCache, vision_key: str, lookups: dict[str, str]
+    ) -> None:
+        self.encoder = encoder
+        self.cache = cache
+        self.vision_key = vision_key
+        self.lookups = lookups
+        self.identity = json.dumps(
+            {"config": encoder.model.config.to_dict(), "dtype": str(encoder.head.probe.dtype)}, default=str
+        )
+
+    @property
+    def elapsed_ms(self) -> float:
+        return self.encoder.elapsed_ms
+
+    def reset_timer(self) -> None:
+        self.encoder.reset_timer()
+
+    def pool_frames(self, vision_hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = self.cache.key("relevance_frames", self.vision_key, self.identity)
+        entry = self.cache.get("relevance_frames", key)
+        self.lookups["relevance_frames"] = "miss" if entry is None else "hit"
+        if entry is not None:
+            device = vision_hidden.device
+            return entry["global"].to(device), entry["attention"].to(device)
+        pooled, weights = self.encoder.pool_frames(vision_hidden)
+        self.cache.put("relevance_frames", key, {"global": pooled, "attention": weights})
+        return pooled, weights
+
+    def embed_text(self, text: str) -> torch.Tensor:
+        key = self.cache.key("relevance_text", text, self.identity)
+        entry = self.cache.get("relevance_text", key)
+        self.lookups["relevance_text"] = "miss" if entry is None else "hit"
+        if entry is not None:
+            return entry["embedding"].to(self.encoder.head.probe.device)
+        embedding = self.encoder.embed_text(text)
+        self.cache.put("relevance_text", key, {"embedding": embedding})
+        return embedding

@@ -144,6 +144,17 @@ register_spec(
 )
 register_spec(
     ModelSpec(
+        # CPU benchmarks and sweep timings (models/builtin.py): vision/LLM cost ratio close to LLaVA-OV-7B's.
+        name="mid",
+        source="builtin:mid",
+        num_frames=16,
+        pooling="bilinear",
+        newline_layout="per_video",
+        relevance_encoder="builtin:mid",
+    )
+)
+register_spec(
+    ModelSpec(
         # model=constant: answers every question with model.answer (models/constant.py), to check the scoring path.
         name="constant",
         source="builtin:constant",

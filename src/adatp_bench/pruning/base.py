@@ -39,6 +39,8 @@ class PruningMethod:
     Class attributes:
         name: registry key.
         needs_relevance: load the SigLIP relevance encoder for this method.
+        needs_vision_attention: the method reads ``ctx.vision_attention()``; the model then keeps the feature layer's
+            queries and keys from the vision tower's own forward instead of projecting them again.
         pre_llm_positions: ``contiguous`` (sequence rebuilt after reduction: VisionZip, DyCoke, PruneVid stage 1) or
             ``original`` (kept tokens keep their unpruned RoPE positions, gaps included: FastVID).
         in_llm_positions: ``original`` (FastV, PruneVid stage 2) or ``renumber`` (PDrop, SparseVLM v1) after an
@@ -47,6 +49,7 @@ class PruningMethod:
 
     name: ClassVar[str] = "base"
     needs_relevance: ClassVar[bool] = False
+    needs_vision_attention: ClassVar[bool] = False
     pre_llm_positions: ClassVar[Literal["contiguous", "original"]] = "contiguous"
     in_llm_positions: ClassVar[Literal["original", "renumber"]] = "original"
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -314,6 +314,8 @@ class HoliTom(PruningMethod):
     reference_depth: depth ``inner_layer`` is written for (28 = Qwen2-7B); null = absolute.
     official_compat: sequential pairwise averaging at the inner stage (upstream); false = plain group mean.
     """
+
+    needs_vision_attention: ClassVar[bool] = True
 
     retention: float = 0.25
     tau: float | None = None

@@ -44,6 +44,7 @@ tokens untouched (the unpruned model), so it is exactly vanilla in both variants
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -153,6 +154,8 @@ class _VisionZipBase(PruningMethod):
     row_newlines: per-row layout (LLaVA-Video) newlines: ``per_frame`` (FastVID Table 2: 64), ``all`` (HoliTom),
         ``rows_with_kept`` or ``none``. Ignored by the one-newline OneVision layout.
     """
+
+    needs_vision_attention: ClassVar[bool] = True
 
     retention: float = 0.25
     dominant_ratio: float = DOMINANT_RATIO
