@@ -19,7 +19,7 @@ TABLE1 ?= table1,table1_adatp
 WANDB ?=                      # offline | online: also log each cell and the rendered table to W&B
 comma := ,
 
-.PHONY: help install lock demo test test-fast lint check-data flops-table table1 table1-render bench clean
+.PHONY: help install lock demo test test-fast lint check-data flops-table table1 table1-render bench bench-cache profile clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n",$$1,$$2}'
@@ -67,8 +67,14 @@ check-data: install ## Pre-flight a benchmark's data: schema of every row, every
 flops-table: install ## Paper-convention FLOPs of the Table 1 grid, checked against FastVID's published TFLOPs
 	$(PY) -m adatp_bench.report.flops_table
 
-bench: install ## Prefill latency/overhead benchmark (benchmarks/RESULTS.md)
-	$(PY) scripts/bench_prefill.py $(ARGS)
+bench: install ## Latency benchmark: TTFT, prefill, decode, overhead, memory per method × retention (benchmarks/)
+	$(PY) scripts/bench.py $(ARGS)
+
+bench-cache: install ## Sweep wall time with and without the per-video cache (benchmarks/cache-*.json)
+	$(PY) scripts/bench_cache.py $(ARGS)
+
+profile: install ## torch.profiler trace + per-op FLOPs + the three FLOP counters for one sample (ARGS=model=... method=...)
+	cd $(WORKDIR) && $(OFFLINE) $(APY) $(CURDIR)/scripts/profile_cell.py $(ARGS)
 
 clean: ## Remove caches (keeps results/ and .venv)
 	rm -rf .pytest_cache .ruff_cache outputs multirun

@@ -46,6 +46,7 @@ import torch
 from adatp_bench import flops
 from adatp_bench.config import method_defaults
 from adatp_bench.core.context import PrunableModel
+from adatp_bench.errors import ConfigError
 from adatp_bench.models.adapter import VideoLLM
 from adatp_bench.pruning import PruningMethod, build_method, method_names
 
@@ -178,9 +179,13 @@ def measure(llm: VideoLLM, frames: np.ndarray, device: str, new_tokens: int) -> 
 # -- the run ------------------------------------------------------------------------------------------------------
 
 
-def cells(retentions: list[float], names: list[str]) -> list[tuple[str, float | None, PruningMethod]]:
-    """(method, retention, instance): vanilla once, then every other method at every retention."""
+def cells(
+    llm: PrunableModel, retentions: list[float], names: list[str]
+) -> tuple[list[tuple[str, float | None, PruningMethod]], list[dict]]:
+    """(method, retention, instance): vanilla once, then every other method at every retention it can reach; and the
+    settings it cannot (e.g. DyCoke below 25%), each with the method's own reason."""
     out: list[tuple[str, float | None, PruningMethod]] = [("vanilla", None, build_method("vanilla"))]
+    impossible: list[dict] = []
     for name in names:
         if name == "vanilla":
             continue
@@ -188,8 +193,14 @@ def cells(retentions: list[float], names: list[str]) -> list[tuple[str, float | 
         for r in retentions:
             if "retention" in settings:
                 settings = {**settings, "retention": r}
-            out.append((name, r, build_method(name, **settings)))
-    return out
+            method = build_method(name, **settings)
+            try:
+                method.validate(llm.tokens_per_frame, llm.num_frames, llm.num_layers)
+            except ConfigError as exc:
+                impossible.append({"method": name, "retention": r, "why": str(exc)})
+                continue
+            out.append((name, r, method))
+    return out, impossible
 
 
 def run(llm: PrunableModel, grid: list, frames: np.ndarray, args: argparse.Namespace) -> list[dict]:
@@ -271,7 +282,7 @@ def _percent(retention: float | None) -> str:
     return "—" if retention is None else f"{100 * retention:g}%"
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], impossible: list[dict] = ()) -> str:
     head = (
         "| method | retention | video tokens in → last | FLOPs % | prefill ms | FLOPs-prop. ms | measured / prop. | "
         "stack ms | measured / stack | TTFT ms | decode ms/token | pre-LLM ms | in-LLM ms | overhead % | "
@@ -286,7 +297,10 @@ def table(rows: list[dict]) -> str:
         f"{_fmt(r['overhead_pct_of_vanilla_prefill'])} | {_fmt(r['memory_mib'])} |\n"
         for r in rows
     )
-    return head + body
+    skipped = "".join(
+        f"| {r['method']} | {_percent(r['retention'])} | n/a: {r['why']} |{' |' * 12}\n" for r in impossible
+    )
+    return head + body + skipped
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
@@ -321,17 +335,24 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 def rebuild_index(out: Path) -> Path:
     """benchmarks/RESULTS.md from every result file in ``out`` (plus the hand-written analysis, if any)."""
-    sections = ["# Benchmark results\n", "Rebuilt by `make bench` from the result files in this folder; each section "
-                "names its command, machine and load. Numbers are medians with min–max over interleaved repetitions.\n"]
+    sections = [
+        "# Benchmark results\n",
+        "Rebuilt by `make bench` from the result files in this folder; each section "
+        "names its command, machine and load. Numbers are medians with min–max over interleaved repetitions.\n",
+    ]
     for path in sorted(out.glob("*.json")):
         data = json.loads(path.read_text())
         meta = data["meta"]
+        body = (
+            data["markdown"]
+            if "markdown" in data
+            else f"![{path.stem}]({path.stem}.png)\n\n" + table(data["rows"], data.get("impossible", []))
+        )
         sections.append(
             f"\n## {meta['title']}\n\n`{meta['command']}` — {meta['date']}, {meta['machine']['device']} "
             f"({meta['machine']['torch_threads']} threads), load average {meta['load_before']} → {meta['load_after']}, "
             f"torch {meta['machine']['torch']}, transformers {meta['machine']['transformers']}, commit "
-            f"{meta['machine']['git']}. {meta['reps']} repetitions after {meta['warmup']} warm-up.\n\n"
-            f"![{path.stem}]({path.stem}.png)\n\n" + table(data["rows"])
+            f"{meta['machine']['git']}. {meta['reps']} repetition(s) after {meta['warmup']} warm-up.\n\n" + body
         )
     analysis = out / "analysis.md"
     if analysis.exists():
@@ -364,13 +385,14 @@ def main() -> None:
     frames = rng.integers(0, 255, (n, 240, 320, 3), dtype=np.uint8)
     frames[n // 2 :] = frames[n // 2 :] // 2  # a scene change for the segment-aware methods
     names = args.methods.split(",") if args.methods else method_names()
-    grid = cells([float(r) for r in args.retentions.split(",")], names)
+    grid, impossible = cells(llm, [float(r) for r in args.retentions.split(",")], names)
     rows = run(llm, grid, frames, args)
     arch = "llava_ov_7b" if args.full else "mid"
     name = f"{'cuda' if args.device.startswith('cuda') else 'cpu'}-{arch}"
     title = (
-        "LLaVA-OneVision-7B architecture (random bf16)" if args.full else "model=mid (random LLaVA-OV: SigLIP 4×384, "
-        "Qwen2 8×768)"
+        "LLaVA-OneVision-7B architecture (random bf16)"
+        if args.full
+        else "model=mid (random LLaVA-OV: SigLIP 4×384, Qwen2 8×768)"
     ) + f", {n} frames, {args.attn}, {args.device}"
     meta = {
         "title": title,
@@ -384,10 +406,12 @@ def main() -> None:
         "new_tokens": args.new_tokens,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    (args.out / f"{name}.md").write_text(f"# {title}\n\n`{meta['command']}`\n\n" + table(rows))
+    (args.out / f"{name}.json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "impossible": impossible}, indent=1) + "\n"
+    )
+    (args.out / f"{name}.md").write_text(f"# {title}\n\n`{meta['command']}`\n\n" + table(rows, impossible))
     plot(rows, args.out / f"{name}.png", title)
-    print(table(rows))
+    print(table(rows, impossible))
     print(f"wrote {args.out / name}.{{json,md,png}} and {rebuild_index(args.out)}")
 
 

@@ -57,6 +57,7 @@ class ResultRecord:
     error_type: str | None = None
     settings_id: str | None = None  # the run id without the data (identity.py): finds the record where data is absent
     data: dict[str, Any] = field(default_factory=dict)  # which data it scored: annotation, sha256, n_docs, video_dir
+    regression: dict[str, Any] = field(default_factory=dict)  # against vanilla (regression.py): agreement, flips, KL
     config: dict[str, Any] = field(default_factory=dict)  # resolved Hydra config
     provenance: dict[str, Any] = field(default_factory=dict)  # git SHA, versions, hardware, times
     schema_version: int = SCHEMA_VERSION

@@ -144,8 +144,13 @@ def run_cell(cfg: DictConfig) -> CellOutcome:
         return CellOutcome("busy", label)
     except Exception as err:
         return _failed(cfg, run_dir, label, settings, settings_id, err, started, provenance, write=main_rank)
+    if cfg.method.name != "vanilla":
+        record.regression = compare_with_vanilla(cfg, run_dir, data_identity)
+        run_dir.write_record(record)
     score = "n/a" if record.score is None else f"{record.score:.2f}"
-    log.info("[done] %s: score %s in %.1fs", label, score, record.provenance["wall_s"])
+    agreement = record.regression.get("agreement_pct")
+    versus = "" if agreement is None else f", {agreement:.1f}% of answers as vanilla's"
+    log.info("[done] %s: score %s%s in %.1fs", label, score, versus, record.provenance["wall_s"])
     send_to_loggers(cfg, record, run_dir)
     return CellOutcome("done", label, record)
 
@@ -274,6 +279,16 @@ def _failed(
     if not isinstance(cause, AdatpBenchError):
         log.error("".join(provenance["traceback"]))
     return CellOutcome("failed", label, record)
+
+
+def compare_with_vanilla(cfg: DictConfig, run_dir: RunDir, data_identity: dict[str, Any]) -> dict[str, Any]:
+    """The label-free comparison with the vanilla cell of the same model and data (``regression.py``), or a pending
+    block naming that cell when it has not finished yet (the table fills it in later)."""
+    from adatp_bench.regression import compare_run_dirs, reference_run_id
+
+    reference = reference_run_id(cfg, data_identity)
+    aggregate = compare_run_dirs(RunDir(run_dir.path.parent, reference), run_dir, reference)
+    return aggregate if aggregate is not None else {"reference": reference, "n_compared": None}
 
 
 def send_to_loggers(cfg: DictConfig, record: ResultRecord, run_dir: RunDir) -> None:

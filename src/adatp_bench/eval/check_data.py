@@ -26,12 +26,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from adatp_bench.errors import DataCheckError, DatasetError, VideoError
+from adatp_bench.eval.custom import question_problems
 from adatp_bench.eval.dataset import DatasetRef, load_rows
 from adatp_bench.eval.schema import SHOWN, schema_problems
 from adatp_bench.eval.video import read_sampled, resolve_video
 
 #: The column naming each document's video, per benchmark.
-VIDEO_KEY = {"videomme": "videoID", "mlvu_dev": "video_name", "longvideobench_val_v": "video_path"}
+VIDEO_KEY = {"videomme": "videoID", "mlvu_dev": "video_name", "longvideobench_val_v": "video_path", "custom": "video"}
 
 
 @dataclass
@@ -81,7 +82,11 @@ def check_dataset(ref: DatasetRef, num_frames: int, limit: int | None = None, pr
     if not rows:
         report.schema.append(f"{ref.annotation} holds no rows")
         return report
-    report.schema = [f"{ref.annotation}: {p}" for p in schema_problems(ref.benchmark, rows)]
+    if ref.benchmark == "custom":
+        problems = question_problems(rows, ref.freeform)
+    else:
+        problems = schema_problems(ref.benchmark, rows)
+    report.schema = [f"{ref.annotation}: {p}" for p in problems]
     key = VIDEO_KEY[ref.benchmark]
     names = list(dict.fromkeys(str(r[key]) for r in rows if isinstance(r.get(key), str) and r.get(key)))
     report.videos = len(names)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from adatp_bench.errors import ConfigError, DatasetError
 
@@ -51,6 +51,7 @@ class DatasetRef:
     data_dir: Path
     annotation: Path
     video_dir: Path
+    freeform: str = "exact"  # benchmark=custom: how free-form answers are scored
 
 
 #: Optional ``conf/benchmark`` keys of a synthetic benchmark that set the videos' geometry (null: the generator's).
@@ -91,6 +92,16 @@ def dataset_ref(bench: DictConfig | Mapping[str, Any]) -> DatasetRef:
         raise ConfigError(f"unknown benchmark {name!r}; valid: {', '.join(sorted(BENCHMARKS))}")
     spec = BENCHMARKS[name]
     variant = str(bench.get("variant", "local"))
+    if name == "custom":
+        missing = [k for k in ("videos", "questions") if not _given(bench, k)]
+        if missing:
+            raise ConfigError(
+                "benchmark=custom needs benchmark.videos=<folder of the videos> and benchmark.questions=<CSV or "
+                f"JSON-lines file>; missing: {', '.join(f'benchmark.{k}' for k in missing)}"
+            )
+        questions = Path(str(bench["questions"])).expanduser()
+        videos = Path(str(bench["videos"])).expanduser()
+        return DatasetRef(name, variant, questions.parent, questions, videos, str(bench.get("freeform", "exact")))
     data_dir = synthetic_dir(bench) if variant == "synth" else Path(str(bench["data_dir"]))
     annotation = bench.get("annotation") if variant != "synth" else None
     video_dir = bench.get("video_dir") if variant != "synth" else None
@@ -101,6 +112,13 @@ def dataset_ref(bench: DictConfig | Mapping[str, Any]) -> DatasetRef:
         annotation=Path(str(annotation)).expanduser() if annotation else data_dir / spec.annotation,
         video_dir=Path(str(video_dir)).expanduser() if video_dir else data_dir / spec.video_subdir,
     )
+
+
+def _given(bench: DictConfig | Mapping[str, Any], key: str) -> bool:
+    """A setting is present and not Hydra's ``???`` (mandatory, unset)."""
+    if isinstance(bench, DictConfig) and (key not in bench or OmegaConf.is_missing(bench, key)):
+        return False
+    return bool(bench.get(key))
 
 
 def ensure_data(bench: DictConfig | Mapping[str, Any]) -> DatasetRef:
@@ -154,10 +172,12 @@ def load_rows(annotation: Path) -> list[dict[str, Any]]:
     try:
         if suffix == ".parquet":
             frame = pd.read_parquet(annotation)
+        elif suffix == ".csv":
+            frame = pd.read_csv(annotation, dtype=str, keep_default_na=False)
         elif suffix in {".json", ".jsonl"}:
             frame = pd.read_json(annotation, lines=suffix == ".jsonl", dtype=False)
         else:
-            raise DatasetError(f"{annotation}: unsupported annotation format {suffix!r} (parquet, json or jsonl)")
+            raise DatasetError(f"{annotation}: unsupported annotation format {suffix!r} (parquet, json, jsonl or csv)")
     except DatasetError:
         raise
     except Exception as err:  # pyarrow/pandas raise many types for a damaged file; name the file and the reason

@@ -20,6 +20,7 @@ from adatp_bench import flops
 from adatp_bench.cache import open_cache
 from adatp_bench.eval.benchmarks import PreparedBenchmark
 from adatp_bench.eval.lmms_model import AdatpBenchLMM
+from adatp_bench.eval.parsed import parsed_from_lmms, parsed_key, write_parsed
 from adatp_bench.models.constant import ConstantAnswerModel
 from adatp_bench.models.specs import ModelSpec
 from adatp_bench.pruning.base import PruningMethod
@@ -89,15 +90,18 @@ def evaluate_cell(
         return {"metrics": {}, "score": None, "n_samples": len(lmm.records), "efficiency": {}}
     scored = {tuple(k) for path in run_dir.path.glob("scored.rank*.json") for k in json.loads(path.read_text())}
     rows = [r for r in run_dir.all_samples() if r["task"] == bench.task and sample_key(r) in scored]
+    write_parsed(run_dir, _parsed_answers(results, bench.task, rows))
     atomic_write_text(
         run_dir.path / "lmms_results.json", json.dumps(results, indent=2, default=handle_non_serializable)
     )
-    primary = verify_results(results, [bench.task])[bench.task]
+    expected = {bench.task: list(bench.metrics)} if bench.metrics else None
+    primary = verify_results(results, [bench.task], expected=expected)[bench.task]
+    scored = not bench.metrics or bench.metrics[0] != "custom_answered"  # an unscored custom benchmark has no score
     task_results = results["results"][bench.task]
     metrics = {k: float(v) for k, v in task_results.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     return {
         "metrics": metrics,
-        "score": to_percent(bench.task, primary),
+        "score": to_percent(bench.task, primary) if scored else None,
         "n_samples": len(rows),
         "n_empty_responses": sum(count_empty_responses(results).values()),
         "n_random_fallbacks": (
@@ -105,6 +109,24 @@ def evaluate_cell(
         ),
         "efficiency": summarise_efficiency(rows, lmm, spec),
     }
+
+
+def _parsed_answers(results: dict[str, Any], task: str, rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Each scored sample's parsed answer, from lmms-eval's logged samples (for the comparisons with vanilla). A
+    LongVideoBench answer lmms-eval would replace by a random letter is left out: its raw text stands instead."""
+    from adatp_bench.eval.verify import lvb_random_fallback
+
+    by_doc = {int(r["doc_id"]): r for r in rows}
+    parsed = {}
+    for sample in (results.get("samples") or {}).get(task, []):
+        row = by_doc.get(int(sample.get("doc_id", -1)))
+        answer = parsed_from_lmms(sample)
+        if row is None or answer is None:
+            continue
+        if task.startswith("longvideobench") and lvb_random_fallback(row["response"]):
+            continue
+        parsed[parsed_key(row)] = answer
+    return parsed
 
 
 def summarise_efficiency(records: list[dict[str, Any]], lmm: AdatpBenchLMM, spec: ModelSpec) -> dict[str, Any]:
@@ -155,9 +177,7 @@ def summarise_efficiency(records: list[dict[str, Any]], lmm: AdatpBenchLMM, spec
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return {
         "visual_tokens_in": mean([r["visual_tokens_in"] for r in records]),
-        "video_tokens_per_layer": [
-            mean([r["video_tokens_per_layer"][i] for r in records]) for i in range(num_layers)
-        ],
+        "video_tokens_per_layer": [mean([r["video_tokens_per_layer"][i] for r in records]) for i in range(num_layers)],
         "text_tokens": mean([r["text_tokens"] for r in records]),
         "paper_tflops": mean([r["paper_tflops"] for r in reports]),
         "vanilla_paper_tflops": vanilla,

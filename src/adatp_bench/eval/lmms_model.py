@@ -245,6 +245,7 @@ def _record(
         "newline_tokens_per_layer": out.newline_tokens_per_layer,
         "timings_ms": dict(out.timings_ms),
         "method_stats": out.method_stats,
+        "first_token": out.first_token,  # top-K ids and log-probs: compared with vanilla without labels
     }
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from adatp_bench.errors import ConfigError
-from adatp_bench.eval.tasks import BENCHMARKS, task_name
+from adatp_bench.eval.tasks import BENCHMARKS, UPSTREAM, task_name
 from adatp_bench.eval.tasks.docs import LVB_NUM_OPTIONS, LVB_UNUSED_OPTION, MLVU_DEV_TASK_TYPES
 
 MANIFEST_NAME = "manifest.json"
@@ -137,10 +137,10 @@ def write_synthetic_benchmarks(
         raise ConfigError(f"n_items must be >= 1, got {n_items}")
     spec = video or VideoSpec()
     spec.check()
-    selected = list(BENCHMARKS) if benchmarks is None else list(benchmarks)
+    selected = list(UPSTREAM) if benchmarks is None else list(benchmarks)
     for name in selected:
-        if name not in BENCHMARKS:
-            raise ConfigError(f"unknown benchmark {name!r}; expected one of {sorted(BENCHMARKS)}")
+        if name not in UPSTREAM:
+            raise ConfigError(f"no synthetic version of benchmark {name!r}; there are: {', '.join(UPSTREAM)}")
     root = Path(out_dir).expanduser().resolve()
 
     writers = {"videomme": _videomme, "mlvu_dev": _mlvu_dev, "longvideobench_val_v": _longvideobench}
@@ -153,7 +153,7 @@ def write_synthetic_benchmarks(
         "benchmarks": {},
         "videos": {},
     }
-    for index, name in enumerate(BENCHMARKS):
+    for index, name in enumerate(UPSTREAM):  # the index seeds each benchmark's generator: keep this order
         if name not in selected:
             continue
         rng = np.random.default_rng([seed, index])  # per benchmark: a subset generates the same items

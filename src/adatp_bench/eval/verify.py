@@ -40,6 +40,7 @@ def verify_results(
     tasks: Sequence[str],
     *,
     max_empty_responses: int | None = None,
+    expected: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, float]:
     """Check that every task has its expected metric as a finite number; return ``{task: primary metric value}``.
 
@@ -50,6 +51,8 @@ def verify_results(
         tasks: task names that were requested.
         max_empty_responses: if given, raise when more responses than this are empty (per task). Empty responses are
             always logged as a warning; they need ``log_samples=True`` (``results["samples"]``) to be counted.
+        expected: the metric names per task when they differ from the benchmark's usual ones (a rendered task may
+            leave one out, e.g. an unscored custom benchmark's score), primary first.
 
     Raises:
         EvaluationError: ``results`` is not a results dict, a task or metric key is missing, a value is not a finite
@@ -69,7 +72,11 @@ def verify_results(
                 f"exits 0); tasks present: {sorted(per_task)}"
             )
         try:
-            keys = expected_metric_keys([task])[task]
+            keys = (
+                [f"{m},none" for m in expected[task]]
+                if expected and task in expected
+                else (expected_metric_keys([task])[task])
+            )
         except ConfigError as exc:
             raise EvaluationError(f"task {task!r}: no expected metric is known for it ({exc})") from exc
         entry = per_task[task]
@@ -172,8 +179,16 @@ def _strings(value: Any) -> Iterator[str]:
 
 
 # The answer prefixes lmms-eval's longvideobench parse_multi_choice_response strips before looking for a letter.
-_LVB_PREFIXES = ("The best answer is", "The correct answer is", "The answer is", "The answer", "The best option is",
-                 "The correct option is", "Best answer:", "Best option:")
+_LVB_PREFIXES = (
+    "The best answer is",
+    "The correct answer is",
+    "The answer is",
+    "The answer",
+    "The best option is",
+    "The correct option is",
+    "Best answer:",
+    "Best option:",
+)
 
 
 def lvb_random_fallback(response: str) -> bool:

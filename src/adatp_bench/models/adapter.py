@@ -59,6 +59,7 @@ class SampleOutput:
     timings_ms: dict[str, float] = field(default_factory=dict)
     method_stats: dict[str, Any] = field(default_factory=dict)
     cache: dict[str, str] = field(default_factory=dict)  # per kind: "hit" or "miss" (absent: not looked up)
+    first_token: dict[str, list] = field(default_factory=dict)  # top-K ids and log-probs of the first answer token
 
 
 class VideoLLM:
@@ -365,6 +366,7 @@ class VideoLLM:
         _sync(self.device)
         timings["prefill_ms"] = (time.perf_counter() - t0) * 1e3
         timings["in_llm_method_ms"] = pre.method_ms
+        first_token = first_token_top(self.runner.lm_head(pre.last_hidden)[0, -1])
         t0 = time.perf_counter()
         out_ids = self.runner.decode(pre, max_new_tokens, self.stop_token_ids, self.method, ctx)
         _sync(self.device)
@@ -382,6 +384,7 @@ class VideoLLM:
             timings_ms=timings,
             method_stats={k: _plain(v) for k, v in ctx.stats.items() if not k.startswith("_")},
             cache=dict(self.last_cache),
+            first_token=first_token,
         )
 
     @torch.no_grad()
@@ -390,6 +393,17 @@ class VideoLLM:
         state, ctx, _, _ = self.prepare(frames, question, sample_id, seed)
         pre = self.runner.prefill(state, self.method, ctx, keep_all_hidden=True)
         return self.model.lm_head(pre.all_hidden)[0]
+
+
+#: How many of the first answer token's most likely ids a sample records (label-free comparisons with vanilla).
+FIRST_TOKEN_TOP_K = 64
+
+
+def first_token_top(logits: torch.Tensor, k: int = FIRST_TOKEN_TOP_K) -> dict[str, list]:
+    """The ``k`` most likely first tokens and their log-probabilities (fp32, over the whole vocabulary)."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    top = torch.topk(logprobs, min(k, logprobs.numel()))
+    return {"ids": top.indices.tolist(), "logprobs": [round(v, 6) for v in top.values.tolist()]}
 
 
 def load_pretrained(

@@ -108,8 +108,20 @@ BENCHMARKS: dict[str, Benchmark] = {
             video_subdir="datasets/longvideobench/videos",
             metrics=("lvb_acc",),
         ),
+        Benchmark(
+            name="custom",  # benchmark=custom: your own videos and questions (eval/custom.py); paths are given
+            template="custom.yaml",
+            split="test",
+            annotation="questions.jsonl",
+            video_subdir="videos",
+            metrics=("custom_score", "custom_answered"),
+        ),
     )
 }
+
+
+#: The paper's benchmarks (upstream lmms-eval tasks): the ones with a synthetic version and a data layout.
+UPSTREAM: tuple[str, ...] = ("videomme", "mlvu_dev", "longvideobench_val_v")
 
 
 def task_name(benchmark: str, variant: Variant) -> str:
@@ -122,7 +134,7 @@ def task_name(benchmark: str, variant: Variant) -> str:
 
 def all_task_names() -> list[str]:
     """Every task name this package can render."""
-    return [task_name(b, v) for v in VARIANTS for b in BENCHMARKS]  # type: ignore[arg-type]
+    return [*(task_name(b, v) for v in VARIANTS for b in UPSTREAM), "custom_local"]  # type: ignore[arg-type]
 
 
 def benchmark_of(task: str) -> Benchmark:
@@ -170,6 +182,7 @@ def write_task_dir(
     video_dirs: Mapping[str, str | os.PathLike[str]] | None = None,
     bake_video_dirs: bool = True,
     datasets_cache_dir: str | os.PathLike[str] | None = None,
+    drop_metrics: Sequence[str] = (),
 ) -> Path:
     """Render task YAMLs with absolute paths into ``dest_dir`` and return it (for ``include_path``).
 
@@ -185,6 +198,7 @@ def write_task_dir(
             under ``$ADATP_VIDEO_ROOT`` (see :mod:`adatp_bench.eval.visuals`).
         datasets_cache_dir: where ``datasets`` caches the converted annotations (default ``dest_dir/_datasets_cache``;
             kept out of ``~/.cache`` so a regenerated file is never served stale).
+        drop_metrics: metrics of the templates to leave out (a custom benchmark without answers has no score).
 
     Raises:
         DatasetError: an annotation file (or, when baked, a video directory) does not exist.
@@ -192,7 +206,7 @@ def write_task_dir(
     """
     data_root = Path(data_dir).expanduser().resolve()
     dest = Path(dest_dir).expanduser().resolve()
-    selected = list(BENCHMARKS) if benchmarks is None else [_check_benchmark(b).name for b in benchmarks]
+    selected = list(UPSTREAM) if benchmarks is None else [_check_benchmark(b).name for b in benchmarks]
     for mapping in (annotations or {}), (video_dirs or {}):
         for key in mapping:
             _check_benchmark(key)
@@ -209,6 +223,9 @@ def write_task_dir(
         if bake_video_dirs and not video_dir.is_dir():
             missing.append(f"{name} videos: {video_dir}")
         rendered[name] = _render(bench, variant, annotation, video_dir if bake_video_dirs else None, cache_dir)
+        if drop_metrics:
+            metrics = [m for m in rendered[name]["metric_list"] if m["metric"] not in set(drop_metrics)]
+            rendered[name]["metric_list"] = metrics
     if missing:
         raise DatasetError("cannot render tasks, missing: " + "; ".join(missing))
 
@@ -275,6 +292,8 @@ def _dataset_source(annotation: Path) -> str:
         return "parquet"
     if suffix in (".json", ".jsonl"):
         return "json"
+    if suffix == ".csv":
+        return "csv"
     raise DatasetError(f"{annotation}: unsupported annotation format {suffix!r}; use .parquet, .json or .jsonl")
 
 
