@@ -19,7 +19,7 @@ TABLE1 ?= table1,table1_adatp
 WANDB ?=                      # offline | online: also log each cell and the rendered table to W&B
 comma := ,
 
-.PHONY: help install lock demo test test-fast lint check-data flops-table table1 table1-render bench bench-cache profile clean
+.PHONY: help install lock demo custom-example tune test test-fast lint check-data flops-table table1 table1-render bench bench-cache profile clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n",$$1,$$2}'
@@ -39,6 +39,17 @@ demo: install ## Tiny model × every method × 2 retentions × 3 synthetic bench
 	$(OFFLINE) $(APY) -m adatp_bench.run -m experiment=demo hydra/launcher=$(LAUNCHER) $(ARGS) || rc=$$?; \
 	$(OFFLINE) $(APY) -m adatp_bench.report.table1 --experiment demo --out results/demo $(ARGS) || rc=$$?; \
 	exit $$rc
+
+custom-example: install ## Tiny model × every method × 2 retentions on examples/custom → results/custom_example/table1.md
+	@cd $(WORKDIR) && rc=0; ex="benchmark.videos=$(CURDIR)/examples/custom/videos \
+	  benchmark.questions=$(CURDIR)/examples/custom/questions.jsonl"; \
+	$(OFFLINE) $(APY) -m adatp_bench.run -m experiment=custom_example $$ex hydra/launcher=$(LAUNCHER) $(ARGS) || rc=$$?; \
+	$(OFFLINE) $(APY) -m adatp_bench.report.table1 --experiment custom_example --out results/custom_example \
+	  $$ex $(ARGS) || rc=$$?; \
+	exit $$rc
+
+tune: install ## Optuna search of a method's search_space at a fixed FLOPs budget → results/tuned/ (ARGS=overrides)
+	cd $(WORKDIR) && $(OFFLINE) $(APY) -m adatp_bench.tune experiment=tune_adatp hydra/launcher=$(LAUNCHER) $(ARGS)
 
 test: install ## The whole CPU test suite
 	$(OFFLINE) $(PY) -m pytest -n 2 --dist loadfile $(ARGS)

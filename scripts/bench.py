@@ -251,6 +251,18 @@ def summarise(llm: VideoLLM, grid: list, reps: list[list[dict]]) -> list[dict]:
     return rows
 
 
+def command_line(script: str) -> str:
+    """The command as a reader re-types it: paths inside the checkout are written relative to it."""
+    root = OUT.parent
+    words = []
+    for word in sys.argv[1:]:
+        path = Path(word)
+        if path.is_absolute() and path.resolve().is_relative_to(root):
+            word = str(path.resolve().relative_to(root)) or "."
+        words.append(word)
+    return " ".join(["python", script, *words])
+
+
 def machine(device: str) -> dict[str, object]:
     """What ran the benchmark: CPU or GPU model, threads, load, versions, commit."""
     cpu = platform.processor() or platform.machine()
@@ -396,7 +408,7 @@ def main() -> None:
     ) + f", {n} frames, {args.attn}, {args.device}"
     meta = {
         "title": title,
-        "command": "python scripts/bench.py " + " ".join(sys.argv[1:]),
+        "command": command_line("scripts/bench.py"),
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "machine": machine(args.device),
         "load_before": round(load_before, 2),

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import OUT, machine, rebuild_index
+from bench import OUT, command_line, machine, rebuild_index
 
 MID_METHODS = "vanilla,fastv,visionzip,dycoke,prunevid,pdrop,fastvid,holitom,random,adatp"
 SWEEPS: dict[str, list[str]] = {
@@ -138,7 +138,7 @@ def main() -> None:
     markdown = "\n".join(lines) + "\n\nHits are `hits:misses` summed over the cells' samples.\n"
     meta = {
         "title": "Sweeps with and without the per-video cache",
-        "command": "python scripts/bench_cache.py " + " ".join(sys.argv[1:]),
+        "command": command_line("scripts/bench_cache.py"),
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "machine": machine("cpu"),
         "load_before": None,

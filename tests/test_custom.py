@@ -120,3 +120,29 @@ def test_option_parsing_and_free_form_scoring() -> None:
     assert question_problems([{"id": "x", "video": "v.mp4", "question": "q"}], freeform="bleu") == [
         "benchmark.freeform='bleu': expected one of ('exact', 'f1')"
     ]
+
+
+def test_table1_renders_a_custom_benchmark_with_the_vanilla_comparison(example: Path, tmp_path: Path) -> None:
+    """The example experiment's grid on the example set: its own benchmark column, agreement/flip/KL per row from the
+    records, vanilla as the reference, cells not run marked missing."""
+    from adatp_bench.report import table1
+
+    data = [f"benchmark.videos={example / 'videos'}", f"benchmark.questions={example / 'questions.jsonl'}"]
+    base = [f"paths.root={tmp_path}", "experiment=custom_example", *data]
+    pruned = run_cell(compose([*base, "method=fastv", "budget=r25"])).record  # before its reference: pending
+    vanilla = run_cell(compose([*base, "method=vanilla"])).record
+    assert pruned.regression["n_compared"] is None and vanilla.status == "ok"
+    out = tmp_path / "table"
+    table1.main(["--experiment", "custom_example", "--results", str(tmp_path / "results" / "runs"),
+                 "--out", str(out), *data])  # fmt: skip
+    table = pd.read_csv(out / "table1.csv")
+    assert "custom" in table.columns and "agree %" in table.columns
+    fastv = table[(table.method == "fastv") & (table.setting == "100%/25%")].iloc[0]
+    filled = RunDir(tmp_path / "results" / "runs", pruned.run_id).record().regression  # filled in by the table
+    assert filled["n_compared"] == 6
+    assert fastv["agree %"] == pytest.approx(filled["agreement_pct"])
+    assert fastv["flip %"] == pytest.approx(filled["first_token_flip_pct"])
+    assert fastv["KL"] == pytest.approx(filled["mean_kl"], rel=1e-3)
+    van = table[table.method == "vanilla"].iloc[0]
+    assert van["agree %"] == 100.0 and van["flip %"] == 0.0
+    assert (table[table.method == "holitom"].custom == "missing").all()

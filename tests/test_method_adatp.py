@@ -287,11 +287,12 @@ PRESETS = [
 def test_preset_hits_published_flops(preset: str, model: str, target: float) -> None:
     from omegaconf import OmegaConf
 
-    from adatp_bench.config import compose
+    from adatp_bench.config import compose, method_settings
 
     cfg = compose([f"method={preset}"])
-    settings = OmegaConf.to_container(cfg.method, resolve=True)
-    assert settings.pop("name") == "adatp"
+    assert cfg.method.name == "adatp"
+    settings = method_settings(cfg.method)
+    assert set(OmegaConf.to_container(cfg.method)) == {"name", "search_space", *method_defaults("adatp")}
     assert set(settings) == set(method_defaults("adatp"))  # the preset extends adatp.yaml: every key present
     method = build_method("adatp", **settings)
 

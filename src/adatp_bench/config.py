@@ -28,6 +28,9 @@ CONF_MODULE = "adatp_bench.conf"
 #: ``@hydra.main(config_path=...)`` form of the packaged tree.
 CONF_PATH = f"pkg://{CONF_MODULE}"
 
+#: Keys of a method config that are not arguments of its class.
+NOT_SETTINGS = frozenset({"name", "search_space"})
+
 if not OmegaConf.has_resolver("cwd"):
     OmegaConf.register_new_resolver("cwd", os.getcwd)
 
@@ -99,10 +102,11 @@ def compose(overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bo
 
 
 def method_settings(method: DictConfig) -> dict[str, Any]:
-    """A composed ``method`` node as keyword arguments of its class: resolved, without ``name``."""
+    """A composed ``method`` node as keyword arguments of its class: resolved, without ``name`` and without the
+    ``search_space`` it declares for ``make tune`` (neither is a hyperparameter)."""
     data = OmegaConf.to_container(method, resolve=True)
     assert isinstance(data, dict)
-    return {str(k): v for k, v in data.items() if k != "name"}
+    return {str(k): v for k, v in data.items() if k not in NOT_SETTINGS}
 
 
 @functools.cache

@@ -45,6 +45,9 @@ from adatp_bench.results import (
 
 log = logging.getLogger("adatp_bench.run")
 
+#: What a job can return to a sweeper (``tune.objective``).
+OBJECTIVES = ("score", "agreement")
+
 
 @dataclass(frozen=True)
 class CellOutcome:
@@ -74,7 +77,8 @@ class CellOutcome:
 
 def check_run_settings(cfg: DictConfig) -> None:
     """The settings every cell shares, checked before anything else: ``seed`` an integer, ``limit`` null or a
-    positive integer, ``model.num_frames`` null or a positive integer, ``force`` a boolean."""
+    positive integer, ``model.num_frames`` null or a positive integer, ``force`` a boolean, ``tune.objective`` known
+    and ``tune.flops_pct`` null or a percentage."""
 
     def integer(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
@@ -88,6 +92,11 @@ def check_run_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"model.num_frames={frames!r} must be a positive integer or null (the model's default)")
     if not isinstance(cfg.force, bool):
         raise ConfigError(f"force={cfg.force!r} must be true or false")
+    if cfg.tune.objective not in OBJECTIVES:
+        raise ConfigError(f"tune.objective={cfg.tune.objective!r} is unknown; valid: {', '.join(OBJECTIVES)}")
+    pct = cfg.tune.flops_pct
+    if pct is not None and not (isinstance(pct, int | float) and not isinstance(pct, bool) and 0 < pct <= 100):
+        raise ConfigError(f"tune.flops_pct={pct!r} must be a percentage in (0, 100] or null")
 
 
 def _attempt() -> dict[str, Any]:
@@ -110,6 +119,12 @@ def run_cell(cfg: DictConfig) -> CellOutcome:
     label = f"{cfg.model.name} | {cfg.method.name} | {cfg.benchmark.name}"
     try:
         check_run_settings(cfg)
+        if cfg.tune.flops_pct is not None:  # a tuning trial: its retention is solved for the FLOPs budget
+            from adatp_bench.fixed_flops import hold_cell_flops
+
+            held = hold_cell_flops(cfg)
+            log.info("[flops] %s: retention %s costs %.2f%% of vanilla prefill FLOPs (target %s%%)",
+                     label, held.retention, held.pct, held.target_pct)  # fmt: skip
         settings = method_settings(cfg.method)
     except ConfigError as err:
         log.error("[failed] %s: ConfigError: %s", label, err)
@@ -324,9 +339,21 @@ def main(cfg: DictConfig) -> float | None:
             raise SystemExit(f"cell not run: another process holds its lock ({outcome.label})")
         if outcome.status == "failed":
             raise SystemExit(f"cell failed: {outcome.as_status()['error']}")
-    if record is None:
+    return objective(cfg, record)
+
+
+def objective(cfg: DictConfig, record: ResultRecord | None) -> float | None:
+    """What the job returns to a sweeper (Optuna in ``make tune``): the score, or with ``tune.objective=agreement``
+    the % of answers identical to vanilla's; None for a cell without a finished record (the sweeper marks it failed)."""
+    if record is None or record.status != "ok":
         return None
-    return record.score
+    if cfg.tune.objective == "score":
+        return record.score
+    if cfg.tune.objective == "agreement":
+        if cfg.method.name == "vanilla":
+            return 100.0
+        return record.regression.get("agreement_pct")
+    raise ConfigError(f"tune.objective={cfg.tune.objective!r} is unknown; valid: {', '.join(OBJECTIVES)}")
 
 
 if __name__ == "__main__":

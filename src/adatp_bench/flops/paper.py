@@ -23,11 +23,14 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from adatp_bench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from adatp_bench.core.layout import VideoLayout
 
 TERA = 1e12
 
@@ -270,3 +273,12 @@ def parse_schedule(text: str) -> list[float]:
             raise ConfigError(f"cannot parse token count in {term!r} of schedule {text!r}") from exc
         out.extend([n] * int(m.group(1)))
     return out
+
+
+def paper_counts(layout: VideoLayout, counts: Sequence[int], *, newline_ranked: bool, newlines: int) -> list[int]:
+    """Video positions per layer → the paper convention (docs/flops.md §3): LLaVA-Video's kept row newlines count, the
+    LLaVA-OV trailing newline does not. `newlines` = OV newlines the method keeps (1, or 0 with a "none" policy); with
+    `newline_ranked` the newline is taken as dropped in every pruned layer."""
+    if layout.newline_layout == "per_row":
+        return list(counts)
+    return [n if newline_ranked and n < layout.video_len else n - newlines for n in counts]

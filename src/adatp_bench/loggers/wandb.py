@@ -66,6 +66,7 @@ class WandbLogger:
                 "tokens/visual_tokens_in": eff.get("visual_tokens_in"),
                 **{f"latency/{k}": v for k, v in eff.get("latency_ms", {}).items()},
                 "n_samples": record.n_samples,
+                **{f"vs_vanilla/{k}": v for k, v in record.regression.items() if isinstance(v, int | float)},
             }
             run.log({k: v for k, v in summary.items() if v is not None})
             table = wandb.Table(columns=[*SAMPLE_COLUMNS, "prefill_ms"])

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from adatp_bench.errors import ConfigError
 from adatp_bench.models.specs import ModelSpec
 
 
@@ -37,3 +39,23 @@ def model_dims(spec: ModelSpec, source: str | None = None) -> ModelDims:
         side = cfg.vision_config.image_size // cfg.vision_config.patch_size
         layers = cfg.text_config.num_hidden_layers
     return ModelDims(tokens_per_frame=spec.pooled_side(side) ** 2, num_layers=layers)
+
+
+def model_architecture(spec: ModelSpec, source: str | None = None) -> Any:
+    """The model's architecture config (no weights): the builtin one, a local checkpoint's ``config.json``, or the
+    shipped full-size config. Its ``text_config`` gives the LLM dimensions the FLOPs formula needs."""
+    source = source or spec.source
+    if source == "builtin:constant":
+        raise ConfigError("model=constant has no architecture (it answers without a model)")
+    if source.startswith("builtin:"):
+        from adatp_bench.models.builtin import builtin_config
+
+        return builtin_config(source)
+    if (Path(source) / "config.json").exists():
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(source)
+    from adatp_bench.models.full_size import load_full_size_config
+
+    return load_full_size_config(spec.full_size_config or spec.name)
+

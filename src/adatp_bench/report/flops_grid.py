@@ -12,7 +12,6 @@ No weights are loaded. The printed values compared with come from `report.publis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from adatp_bench import flops
@@ -128,15 +127,6 @@ class GridRow:
         return any(f"{t:.{d}f}" == f"{self.published.published:.{d}f}" for t in ours)
 
 
-def paper_counts(layout: VideoLayout, counts: Sequence[int], *, newline_ranked: bool, newlines: int) -> list[int]:
-    """Video positions per layer → the paper convention (docs/flops.md §3): LLaVA-Video's kept row newlines count, the
-    LLaVA-OV trailing newline does not. `newlines` = OV newlines the method keeps (1, or 0 with a "none" policy); with
-    `newline_ranked` the newline is taken as dropped in every pruned layer."""
-    if layout.newline_layout == "per_row":
-        return list(counts)
-    return [n if newline_ranked and n < layout.video_len else n - newlines for n in counts]
-
-
 def _published_index() -> dict[tuple[str, str, str], PublishedRow]:
     return {(r.model, r.method, r.retention): r for r in load_published_rows()}
 
@@ -164,11 +154,11 @@ def evaluate_cell(
         return GridRow(status="data-dependent", message=_fixed_part(instance, layout, layers), **common)
     newlines = 0 if getattr(instance, "newline_policy", None) == "none" else layout.num_newlines
     vanilla = vanilla_tflops(model)
-    tokens = paper_counts(layout, counts, newline_ranked=False, newlines=newlines)
+    tokens = flops.paper_counts(layout, counts, newline_ranked=False, newlines=newlines)
     tflops = flops.paper_tflops(model_config(model), tokens, available=video_path(model).paper_video_tokens)
     alt = {}
     if (build_as or method) in NEWLINE_RANKED and layout.newline_layout == "per_video":
-        alt_tokens = paper_counts(layout, counts, newline_ranked=True, newlines=newlines)
+        alt_tokens = flops.paper_counts(layout, counts, newline_ranked=True, newlines=newlines)
         if alt_tokens != tokens:
             alt_tflops = flops.paper_tflops(model_config(model), alt_tokens)
             alt = dict(

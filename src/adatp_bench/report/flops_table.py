@@ -46,7 +46,6 @@ from adatp_bench.report.flops_grid import (
     operating_point_rows,
     operating_points,
     outside_grid_rows,
-    paper_counts,
     table1_grid,
 )
 from adatp_bench.report.flops_keep import (
@@ -107,7 +106,6 @@ __all__ = [
     "operating_point_rows",
     "operating_points",
     "outside_grid_rows",
-    "paper_counts",
     "render_grid",
     "render_method_rows",
     "render_operating_points",

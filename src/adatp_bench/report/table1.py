@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from adatp_bench.regression import update_pending
 from adatp_bench.report.grid import Cell, experiment_cells, find_record, records_by_settings
 from adatp_bench.report.published import published_row
 from adatp_bench.results import ResultRecord
@@ -28,7 +29,9 @@ FOOTNOTE = (
     "TFLOPs follow FastVID App. A.2: LLM prefill multiply-accumulates over the video tokens entering each layer "
     "(recorded per sample), newline tokens counted where kept (LLaVA-Video), text, vision encoder and decode excluded; "
     "% FLOPs is relative to the same model's vanilla. 'missing' = not run yet, 'failed' = see the record's error. "
-    "Columns marked 'published' are copied from the papers (report/reference/), not measured here."
+    "Columns marked 'published' are copied from the papers (report/reference/), not measured here. "
+    "'agree %', 'flip %' and 'KL' need no labels: the share of parsed answers identical to the same model's vanilla "
+    "cell, of first generated tokens that differ, and the mean KL(vanilla ‖ pruned) of the first-token distribution."
 )
 
 
@@ -68,6 +71,11 @@ def collect(cells: list[Cell], results_dir: Path) -> pd.DataFrame:
                 "error": rec.error if rec is not None and status == "failed" else None,
                 "random_fallbacks": rec.n_random_fallbacks if status == "ok" else None,
                 "n_samples": rec.n_samples if status == "ok" else None,
+                # label-free comparison with the same model's vanilla cell on the same data (regression.py)
+                "agreement_pct": rec.regression.get("agreement_pct") if status == "ok" else None,
+                "flip_pct": rec.regression.get("first_token_flip_pct") if status == "ok" else None,
+                "mean_kl": rec.regression.get("mean_kl") if status == "ok" else None,
+                "n_compared": rec.regression.get("n_compared") if status == "ok" else None,
             }
         )
     return pd.DataFrame(rows)
@@ -79,20 +87,21 @@ def pivot(long: pd.DataFrame) -> pd.DataFrame:
     for (model, method, setting), group in long.groupby(["model", "method", "setting"], sort=False):
         row: dict[str, object] = {"model": model, "method": method, "setting": setting}
         scores = []
-        for bench in BENCH_ORDER:
+        for bench in benchmark_order(long):
             hit = group[group.benchmark == bench]
             if hit.empty:
                 continue
             first = hit.iloc[0]
-            row[BENCH_TITLES[bench]] = first.score if first.status == "ok" else first.status
+            row[BENCH_TITLES.get(bench, bench)] = first.score if first.status == "ok" else first.status
             if first.status == "ok":
                 scores.append(first.score)
-        present = [b for b in BENCH_ORDER if not group[group.benchmark == b].empty]
+        present = [b for b in benchmark_order(long) if not group[group.benchmark == b].empty]
         row["Avg"] = sum(scores) / len(scores) if scores and len(scores) == len(present) else "—"
         ok = group[group.status == "ok"]
         row["TFLOPs"] = ok.paper_tflops.mean() if not ok.empty else None
         row["% FLOPs"] = ok.pct_flops.mean() if not ok.empty else None
         row["prefill ms"] = ok.prefill_ms.mean() if not ok.empty else None
+        row.update(vs_vanilla(ok, method))
         pub = published_row(model, method, setting)
         row["published avg"] = pub["avg"] if pub else None
         row["published % FLOPs"] = pub["flops_pct"] if pub else None
@@ -106,6 +115,25 @@ def pivot(long: pd.DataFrame) -> pd.DataFrame:
         for m, a in zip(table.model, table.Avg, strict=True)
     ]
     return table
+
+
+def benchmark_order(long: pd.DataFrame) -> list[str]:
+    """Table 1's benchmarks in the paper's order, then any other benchmark in the grid (e.g. ``custom``)."""
+    seen = list(dict.fromkeys(long.benchmark))
+    return [b for b in BENCH_ORDER if b in seen] + [b for b in seen if b not in BENCH_ORDER]
+
+
+def vs_vanilla(ok: pd.DataFrame, method: str) -> dict[str, float | None]:
+    """A row's label-free drift from vanilla, pooled over its benchmarks (weighted by samples compared): answer
+    agreement %, first-token flip %, mean KL(vanilla ‖ pruned). Vanilla itself is the reference (100 / 0 / 0)."""
+    if method == "vanilla":
+        return {"agree %": 100.0 if not ok.empty else None, "flip %": 0.0 if not ok.empty else None, "KL": None}
+    done = ok[ok.n_compared.fillna(0) > 0]
+    if done.empty:
+        return {"agree %": None, "flip %": None, "KL": None}
+    weights = done.n_compared.astype(float)
+    columns = {"agree %": "agreement_pct", "flip %": "flip_pct", "KL": "mean_kl"}
+    return {shown: float((done[col] * weights).sum() / weights.sum()) for shown, col in columns.items()}
 
 
 def _fmt(value: object) -> str:
@@ -146,27 +174,31 @@ def render(table: pd.DataFrame, long: pd.DataFrame, out_dir: Path, title: str) -
 
 
 def plot(table: pd.DataFrame, path: Path, title: str) -> Path:
-    """Average score vs % of vanilla FLOPs, one marker per row, one colour per method."""
+    """Two panels against % of vanilla FLOPs, one line per (method, model): the average score (published points as
+    grey crosses) and the agreement with vanilla's answers (label-free)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = table[table.Avg.map(lambda v: isinstance(v, float)) & table["% FLOPs"].notna()]
-    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
-    for (model, method), group in data.groupby(["model", "method"]):
-        ax.plot(group["% FLOPs"], group.Avg, marker="o", linestyle="-", label=f"{method} ({model})")
-    pub = table[table["published avg"].notna() & table["published % FLOPs"].notna()]
-    if not pub.empty:
-        ax.scatter(pub["published % FLOPs"], pub["published avg"], marker="x", color="grey", label="published")
-    ax.set_xlabel("% of vanilla FLOPs (paper convention)")
-    ax.set_ylabel("average score")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, ncol=2)
-    else:
-        ax.text(0.5, 0.5, "no finished rows yet", ha="center", va="center", transform=ax.transAxes)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+    for ax, column, label in ((axes[0], "Avg", "average score"), (axes[1], "agree %", "agreement with vanilla (%)")):
+        data = table[table[column].map(lambda v: isinstance(v, float) and not math.isnan(v))]
+        data = data[data["% FLOPs"].notna()]
+        for (model, method), group in data.groupby(["model", "method"]):
+            ax.plot(group["% FLOPs"], group[column], marker="o", linestyle="-", label=f"{method} ({model})")
+        if column == "Avg":
+            pub = table[table["published avg"].notna() & table["published % FLOPs"].notna()]
+            if not pub.empty:
+                ax.scatter(pub["published % FLOPs"], pub["published avg"], marker="x", color="grey", label="published")
+        ax.set_xlabel("% of vanilla FLOPs (paper convention)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, ncol=2)
+        else:
+            ax.text(0.5, 0.5, "no finished rows yet", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -190,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides the sweep used, e.g. model=llava_ov_7b")
     args = parser.parse_args(argv)
     cells = [c for exp in args.experiment.split(",") for c in experiment_cells(exp, args.overrides)]
+    update_pending(args.results)  # pruned cells that finished before their vanilla reference
     long = collect(cells, args.results)
     table = pivot(long)
     paths = render(table, long, args.out, f"Table 1 ({args.experiment})")
