@@ -125,8 +125,6 @@ def solve_retention(
                           f"valid retention, {lowest * unit:.6g}); {target_pct}% is out of reach")  # fmt: skip
     # Bisection on the boundary where the cost crosses the target: cost(lo) < target <= cost(hi).
     lo, hi = lowest, top_unit
-    if floor[0] >= target_pct:
-        hi = lowest
     while hi - lo > 1:
         mid = (lo + hi) // 2
         here = cost_at(mid)

@@ -26,6 +26,7 @@ The exit status is non-zero when any trial failed (after the rest ran and the pr
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -105,9 +106,13 @@ def sweep_overrides(cfg: DictConfig, overrides: list[str], space: dict[str, str]
     ]
 
 
+def _budget_tag(cfg: DictConfig) -> str:
+    """``f<pct>`` for a FLOPs-held study, ``free`` otherwise."""
+    return "free" if cfg.tune.flops_pct is None else f"f{cfg.tune.flops_pct:g}"
+
+
 def study_name(cfg: DictConfig) -> str:
-    target = "free" if cfg.tune.flops_pct is None else f"f{cfg.tune.flops_pct:g}"
-    return f"{cfg.method.name}_{cfg.model.name}_{cfg.benchmark.name}_{target}_{cfg.tune.objective}"
+    return f"{cfg.method.name}_{cfg.model.name}_{cfg.benchmark.name}_{_budget_tag(cfg)}_{cfg.tune.objective}"
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -187,8 +192,7 @@ def preset_yaml(cfg: DictConfig, best: Trial, n_trials: int) -> str:
 
 def preset_name(cfg: DictConfig) -> str:
     """``tuned_<method>_<model>_f<pct>`` (``_free`` without a FLOPs budget), a valid method option name."""
-    target = "free" if cfg.tune.flops_pct is None else f"f{cfg.tune.flops_pct:g}".replace(".", "p")
-    return f"tuned_{cfg.method.name}_{cfg.model.name}_{target}".replace(".", "p").replace("-", "_")
+    return f"tuned_{cfg.method.name}_{cfg.model.name}_{_budget_tag(cfg)}".replace(".", "p").replace("-", "_")
 
 
 def format_trials(trials: list[Trial]) -> str:
@@ -211,7 +215,7 @@ def tune(overrides: list[str]) -> int:
     if cfg.tune.flops_pct is not None:  # fail now, not in every trial
         from adatp_bench.fixed_flops import hold_cell_flops
 
-        held = hold_cell_flops(compose(overrides))
+        held = hold_cell_flops(copy.deepcopy(cfg))  # it sets the solved retention in the config it is given
         log.info("FLOPs held at %s%% of vanilla: the default setting solves to retention %s (%.2f%%)",
                  cfg.tune.flops_pct, held.retention, held.pct)  # fmt: skip
     if cfg.tune.objective == "agreement" and cfg.method.name != "vanilla":

@@ -144,7 +144,7 @@ class PublishedRow:
     method: str
     retention: str
     schedule: str  # the CSV's n_schedule_derived
-    published_text: str  # TFLOPs as printed, e.g. "48.82" or "103.2"
+    published_text: str  # TFLOPs exactly as the CSV prints them (their decimals set the comparison precision)
 
     @property
     def published(self) -> float:
