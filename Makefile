@@ -16,10 +16,12 @@ LAUNCHER ?= local
 WORKDIR ?= $(CURDIR)          # where sweeps write results/, outputs/ and data/ (paths.root is the launch folder)
 ARGS ?=
 TABLE1 ?= table1,table1_adatp
+EXPERIMENT ?= $(TABLE1)        # which sweep(s) `make report` reviews, e.g. EXPERIMENT=demo
+LENGTH ?= length              # `make length`'s experiment (and its <name>_vanilla reference); length_demo on CPU
 WANDB ?=                      # offline | online: also log each cell and the rendered table to W&B
 comma := ,
 
-.PHONY: help install lock demo custom-example tune test test-fast lint check-data flops-table table1 table1-render bench bench-cache profile clean
+.PHONY: help install lock demo custom-example tune test test-fast lint check-data flops-table table1 table1-render report notebook length bias bench bench-cache profile clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n",$$1,$$2}'
@@ -71,6 +73,24 @@ table1: install ## Preflight, launch the missing Table 1 cells (LAUNCHER=local|s
 
 table1-render: install ## Re-render results/table1.* from the records only (no GPU)
 	$(PY) -m adatp_bench.report.table1 --experiment $(TABLE1) --out results $(ARGS)
+
+report: install ## Review page of a sweep: results/report/report_<experiment>.html (self-contained) + a W&B Report with WANDB=online
+	cd $(WORKDIR) && $(APY) -m adatp_bench.report.review --experiment $(EXPERIMENT) --out results/report \
+	  $(if $(WANDB),--wandb $(WANDB)) $(ARGS)
+
+notebook: install ## Execute notebooks/explore_results.ipynb on $(WORKDIR)'s records (grid EXPERIMENT=demo) → results/notebooks/ (with outputs)
+	cd $(WORKDIR) && $(OFFLINE) $(APY) $(CURDIR)/scripts/run_notebook.py $(CURDIR)/notebooks/explore_results.ipynb \
+	  --results results/runs --experiment $(EXPERIMENT) --out results/notebooks/explore_results.ipynb $(ARGS)
+
+length: install ## Length extrapolation: more frames at the same visual-token budget → results/$(LENGTH)/length.{md,csv} + plot
+	@cd $(WORKDIR) && rc=0; for exp in $(LENGTH) $(LENGTH)_vanilla; do \
+	  $(APY) -m adatp_bench.run -m experiment=$$exp hydra/launcher=$(LAUNCHER) $(ARGS) || rc=$$?; done; \
+	$(APY) -m adatp_bench.report.length --experiment $(LENGTH),$(LENGTH)_vanilla --out results/$(LENGTH) $(ARGS) \
+	  || rc=$$?; \
+	exit $$rc
+
+bias: install ## Attention-bias analysis (global + local, before/after AdaTP) → results/bias/<model>_<benchmark>/ (ARGS=model=... benchmark=...)
+	cd $(WORKDIR) && $(APY) -m adatp_bench.report.bias $(ARGS)
 
 check-data: install ## Pre-flight a benchmark's data: schema of every row, every video at its sampled frames (ARGS=benchmark=... model=...)
 	cd $(WORKDIR) && $(APY) -m adatp_bench.eval.check_data $(ARGS)

@@ -44,6 +44,13 @@ def tiny_video_llm():
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen2_5_vl_llm():
+    from adatp_bench.models.loading import load_model
+
+    return load_model("tiny_qwen2_5_vl")
+
+
+@pytest.fixture(scope="session")
 def scene_frames() -> np.ndarray:
     """8 frames: two static scenes of 4 frames (a cut in the middle), with a little noise."""
     rng = np.random.default_rng(0)

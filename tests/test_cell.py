@@ -122,6 +122,24 @@ def test_impossible_setting_is_recorded_before_loading(tmp_path: Path, monkeypat
     assert "k=9" in outcome.record.error
 
 
+def test_unreachable_budget_is_n_a_in_a_sweep_and_an_error_when_asked_for(tmp_path: Path) -> None:
+    """DyCoke cannot go below 25% (one whole frame in four stays): the cell is "n/a" with that reason, nothing is run
+    or written, and a sweep holding it still succeeds; asked for alone, it exits non-zero with the reason."""
+    from adatp_bench.sweep import format_summary, sweep_failed
+
+    cfg = cell_config(tmp_path, "model=tiny", "method=dycoke", "budget=r10", "benchmark=videomme_synth")
+    outcome = run_cell(cfg)
+    assert outcome.status == "n/a" and outcome.record is None
+    assert "TTM keeps one whole frame in every four" in outcome.error
+    assert not (tmp_path / "results" / "runs").exists() or not any((tmp_path / "results" / "runs").iterdir())
+    rows = [{"status": "done", "label": "ok cell"}, outcome.as_status()]
+    assert not sweep_failed(rows)
+    assert "n/a  tiny | dycoke" in format_summary(rows) and "≥ 0.25" in format_summary(rows)
+    assert sweep_failed([*rows, {"status": "failed", "label": "x", "error": "boom"}])
+    proc = _run_single(tmp_path, "model=tiny", "method=dycoke", "budget=r10", "benchmark=videomme_synth")
+    assert proc.returncode == 1 and "cell not applicable: dycoke retention=0.1 is impossible" in proc.stderr
+
+
 def test_locked_cell_is_reported_busy(tmp_path: Path) -> None:
     cfg = cell_config(tmp_path, "model=tiny", "method=vanilla", "benchmark=videomme_synth")
     from adatp_bench.identity import cell_run_id

@@ -1,9 +1,11 @@
 """Tests every registered pruning method gets automatically (kvpress style): add a method, it is tested here.
 
-On both token layouts (tiny: one newline per video; tiny_video: one per row): generation works, recorded counts match
-the method's promised budget exactly (for the data-dependent methods, the count derived here from the documented rule
-and the decisions the method records), retention 1.0 is the identity, runs are deterministic, a different seed changes
-the stochastic methods' selections, no eager attention runs, and installing a method leaves nothing behind.
+On the three token layouts (tiny: one newline per video; tiny_video: one per row; tiny_qwen2_5_vl: no newline, 3-D
+M-RoPE positions, for the methods meaningful there: models/qwen_vl.py NOT_APPLICABLE): generation works, recorded
+counts match the method's promised budget exactly (for the data-dependent methods, the count derived here from the
+documented rule and the decisions the method records), retention 1.0 is the identity, runs are deterministic, a
+different seed changes the stochastic methods' selections, no eager attention runs, and installing a method leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 import transformers.models.qwen2.modeling_qwen2 as qwen2_mod
+import transformers.models.qwen2_5_vl.modeling_qwen2_5_vl as qwen2_5_vl_mod
 import transformers.models.siglip.modeling_siglip as siglip_mod
 
 from adatp_bench.config import method_defaults
@@ -28,6 +31,7 @@ from adatp_bench.core.layout import VideoLayout, VisualTokens
 from adatp_bench.core.sequence import VISUAL, SequenceState
 from adatp_bench.errors import ConfigError
 from adatp_bench.models.adapter import SampleOutput, VideoLLM
+from adatp_bench.models.qwen_vl import NOT_APPLICABLE as QWEN_NOT_APPLICABLE
 from adatp_bench.pruning import METHODS, build_method, method_names
 from adatp_bench.pruning.base import PruningMethod
 
@@ -44,9 +48,13 @@ def make(name: str, retention: float | None = None, **overrides: Any) -> Any:
     return build_method(name, **settings)
 
 
-@pytest.fixture(params=["tiny", "tiny_video"])
+@pytest.fixture(params=["tiny", "tiny_video", "tiny_qwen2_5_vl"])
 def llm(request: pytest.FixtureRequest) -> VideoLLM:
-    return request.getfixturevalue(f"{request.param}_llm")
+    model = request.getfixturevalue(f"{request.param}_llm")
+    name = request.node.callspec.params.get("name")
+    if request.param == "tiny_qwen2_5_vl" and name in QWEN_NOT_APPLICABLE:  # refused there (tests/test_qwen_vl.py)
+        pytest.skip(f"{name} is not meaningful on Qwen2.5-VL: {QWEN_NOT_APPLICABLE[name]}")
+    return model
 
 
 def test_every_method_has_a_config_file_matching_its_fields() -> None:
@@ -94,7 +102,9 @@ class Selections:
 
 def newlines(layout: VideoLayout, cells: list[tuple[int, int]]) -> int:
     """The newline rule (``rows_with_kept``, core/layout.py) restated: the one-newline layout keeps its single newline;
-    the per-row layout keeps one newline for every (frame, row) that still holds a grid token."""
+    the per-row layout keeps one newline for every (frame, row) that still holds a grid token; Qwen's has none."""
+    if layout.newline_layout == "none":
+        return 0
     return 1 if layout.newline_layout == "per_video" else len(set(cells))
 
 
@@ -212,14 +222,98 @@ def expect_holitom(m: Any, layout: VideoLayout, num_layers: int, stats: dict, se
     return [outer] * merge + [round(outer * (1 - m.inner_ratio))] * (num_layers - merge)
 
 
+def expect_vidcom2(m: Any, layout: VideoLayout, num_layers: int, stats: dict, seen: Selections) -> list[int]:
+    """VidCom2: frame f keeps k_f = max(round(s_f·T), 1) grid tokens (``frame_budgets``, from the data-dependent frame
+    scales s_f ≤ 1 whose unclamped values sum to r·F), before the LLM; every newline of the layout stays (OV's one,
+    every row of every frame on LLaVA-Video: upstream ``_map_grid_vid``)."""
+    if m.retention >= 1.0:  # the unpruned reference
+        return [layout.video_len] * num_layers
+    budgets, per_frame = stats["frame_budgets"], layout.tokens_per_frame
+    assert len(budgets) == layout.num_frames and all(1 <= k <= per_frame for k in budgets)
+    assert sum(budgets) <= math.ceil(m.retention * layout.num_grid_tokens + layout.num_frames / 2)  # rounding only
+    return [sum(budgets) + layout.num_newlines] * num_layers  # every newline of the layout stays
+
+
+def framefusion_ratio(sparsities: list[float], cost: float, num_layers: int) -> float:
+    """FrameFusion's ``_compute_pruning_ratio`` restated: σ_i = Π_{j≤i}(1 − s_j) over the m recorded sparsities,
+    u = 1 − (L·cost − Σσ_i) / ((L − m)·σ_m), 0 when that quotient exceeds 1 (1 when the budget is overspent)."""
+    sigma, spent = 1.0, 0.0
+    for s in sparsities:
+        sigma *= 1 - s
+        spent += sigma
+    remain = num_layers * cost - spent
+    if remain < 0:
+        return 1.0
+    quotient = remain / ((num_layers - len(sparsities)) * sigma)
+    return 0.0 if quotient > 1 else 1 - quotient
+
+
+def expect_framefusion(m: Any, layout: VideoLayout, num_layers: int, stats: dict, seen: Selections) -> list[int]:
+    """FrameFusion: before layer i (while merging) ``merged[i]`` tokens merge away; a recorded share s_i means
+    round(s_i·N_i) of the N_i typed tokens (every video position, less the OV newline, which is typed as text). If
+    merging stopped below ``ratio_lower_bound``, the next layer keeps round(v·(1 − u)) of the v video positions, u from
+    the recorded shares."""
+    if m.retention >= 1.0:  # the unpruned reference
+        return [layout.video_len] * num_layers
+    shares, merged, prune_layer = stats["merge_sparsity"], stats["merged"], stats["prune_layer"]
+    assert len(shares) in (len(merged), len(merged) - 1)  # the last call may be the budget-bound one (no share)
+    assert prune_layer is None or prune_layer == len(merged)
+    untyped = 1 if layout.newline_layout == "per_video" else 0
+    count, counts = layout.video_len, []
+    for layer in range(num_layers):
+        if layer < len(merged):
+            if layer < len(shares):
+                assert merged[layer] == round(shares[layer] * (count - untyped))
+            count -= merged[layer]
+        if layer == prune_layer:
+            ratio = framefusion_ratio(shares, m.retention, num_layers)
+            assert math.isclose(stats["prune_ratio"], ratio, abs_tol=1e-12)
+            count = round(count * (1 - ratio))
+        counts.append(count)
+    return counts
+
+
+def expect_flashvid(m: Any, layout: VideoLayout, num_layers: int, stats: dict, seen: Selections) -> list[int]:
+    """FlashVID. Before the LLM, per frame B = ceil(T·r·expansion), A = ceil(B·α) ADTS tokens, S = B − A; a segment
+    of P frames (``segments``) keeps A·P ADTS tokens plus, of the n_f tokens per frame left by TSTM (``merge_inputs``;
+    all T of a one-frame segment), ceil(n_f·ρ) clusters with ρ = S·P / Σ n_f (n_f as is when ρ ≥ 1). Newlines: the OV
+    one, one per frame on LLaVA-Video. From ``pruning_layer`` (scaled to the depth) ceil(V·llm_retention) of the V
+    visual positions (LLaVA-Video: newlines included; OV: grid tokens only, the newline stays)."""
+    if m.retention >= 1.0:  # the unpruned reference
+        return [layout.video_len] * num_layers
+    per_frame = layout.tokens_per_frame
+    budget = math.ceil(per_frame * m.retention * m.expansion)
+    adts_n = math.ceil(budget * m.alpha)
+    sttm_n = budget - adts_n
+    assert (stats["adts_per_frame"], stats["sttm_per_frame"]) == (adts_n, sttm_n)
+    sizes, inputs = stats["segments"], stats["merge_inputs"]
+    assert sum(sizes) == layout.num_frames and min(sizes) >= 1 and len(inputs) == (len(sizes) if sttm_n else 0)
+    grid = adts_n * layout.num_frames
+    for size, left in zip(sizes, inputs, strict=False):
+        assert len(left) == size and (size > 1 or left == [per_frame])
+        rho = sttm_n * size / sum(left)
+        grid += sum(math.ceil(n * rho) if rho < 1 and math.ceil(n * rho) > 0 else n for n in left)
+    per_row = layout.newline_layout == "per_row"
+    lines = layout.num_frames if per_row else layout.num_newlines  # one per frame; OV's single one; none on Qwen
+    pre = grid + lines
+    if m.pruning_layer is None or m.llm_retention >= 1.0:  # no inner prune
+        return [pre] * num_layers
+    layer = scaled(m.pruning_layer, num_layers, m.reference_depth)
+    inner = math.ceil(pre * m.llm_retention) if per_row else math.ceil(grid * m.llm_retention) + lines
+    return [pre] * layer + [inner] * (num_layers - layer)
+
+
 Expectation = Callable[[Any, VideoLayout, int, dict, Selections], list[int]]
 EXPECTED: dict[str, Expectation] = {
     "fastv": expect_fastv,
     "fastvid": expect_fastvid,
+    "flashvid": expect_flashvid,
+    "framefusion": expect_framefusion,
     "holitom": expect_holitom,
     "prunevid": expect_prunevid,
     "prunevid_stage1": expect_prunevid_stage1,
     "random": expect_random,
+    "vidcom2": expect_vidcom2,
 }
 
 
@@ -257,6 +351,10 @@ OFF_DEFAULTS = [
     ("fastv", {"k": 1, "retention": 0.5}),
     ("random", {"per_frame": False}),
     ("fastvid", {"c": 3, "p": 2, "retention": 0.5}),  # multi-frame segments with several anchor frames each
+    ("flashvid", {"min_segments": 1, "temporal_threshold": 0.5}),  # two 4-frame segments, TSTM merges into frame 0
+    ("flashvid", {"min_segments": 1, "temporal_threshold": 0.99999, "pruning_layer": None}),  # few links, no inner
+    ("framefusion", {"similarity_lower_bound": 1.0}),  # almost nothing merges: merging ends, layer 1 prunes
+    ("framefusion", {"similarity_lower_bound": 1.0, "ratio_lower_bound": 0.0}),  # merges a little in every layer
     ("holitom", {"retention": 0.1}),  # r' < 1: static centres and per-frame dynamic top-k
     ("holitom", {"tau": 0.9999, "retention": 0.3}),  # nothing static: one-frame windows only
     ("prunevid", {"tau": 0.999}),  # static and dynamic groups
@@ -297,9 +395,10 @@ def test_deterministic(name: str, tiny_llm: VideoLLM, scene_frames: np.ndarray) 
 
 # -- seeds -----------------------------------------------------------------------------------------------------------
 # Methods whose selections draw from `ctx.generator()`: random's draw, and the DPC-KNN density noise (rand·1e-6) of
-# FastVID, HoliTom, PruneVid and SparseVLM's recycling. Values: the settings the seed test runs them with.
+# FastVID, FlashVID, HoliTom, PruneVid and SparseVLM's recycling. Values: the settings the seed test runs them with.
 STOCHASTIC: dict[str, dict[str, Any]] = {
     "fastvid": {},
+    "flashvid": {},  # DPC-kNN density noise of the spatial merge
     "prunevid": {},
     "prunevid_stage1": {},
     "random": {},
@@ -344,6 +443,7 @@ def test_no_eager_attention(
 
     monkeypatch.setattr(qwen2_mod, "eager_attention_forward", forbidden)
     monkeypatch.setattr(siglip_mod, "eager_attention_forward", forbidden)
+    monkeypatch.setattr(qwen2_5_vl_mod, "eager_attention_forward", forbidden)  # the Qwen ViT's and LLM's fallback
     with make(name)(llm):
         llm.generate(scene_frames, QUESTION, max_new_tokens=2)
     assert llm.config.text_config._attn_implementation == "sdpa"

@@ -387,7 +387,7 @@ def test_verify_results_returns_values_and_counts_empty() -> None:
          ["videomme_synth"], "not a finite number"),
         (lambda r: r["results"]["videomme_synth"].update({"videomme_perception_score,none": "N/A"}),
          ["videomme_synth"], "not a finite number"),
-        (lambda r: r["results"].update({"mvbench": {"acc,none": 1.0}}), ["mvbench"], "no expected metric"),
+        (lambda r: r["results"].update({"egoschema": {"acc,none": 1.0}}), ["egoschema"], "no expected metric"),
         (lambda r: r.pop("results"), ["videomme_synth"], "not an lmms-eval results dict"),
     ],
 )  # fmt: skip

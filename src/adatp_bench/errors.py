@@ -9,6 +9,12 @@ class ConfigError(AdatpBenchError, ValueError):
     """An impossible or unknown setting (caught before any model is loaded)."""
 
 
+class UnreachableSetting(ConfigError):
+    """A valid setting that this method cannot reach on this model (DyCoke below 25%, a budget that keeps no token
+    per frame). A sweep marks such a cell "n/a" with this reason instead of failing it; a single run still exits
+    non-zero with it."""
+
+
 class VideoError(AdatpBenchError, FileNotFoundError):
     """A video is missing, unreadable, or has too few frames."""
 

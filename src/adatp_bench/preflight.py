@@ -63,10 +63,11 @@ def data_problem(cell: Cell) -> str | None:
     from adatp_bench.eval.dataset import dataset_ref
 
     ref = dataset_ref(b)
-    missing = [str(p) for p in (ref.annotation, ref.video_dir) if not p.exists()]
+    missing = [str(p) for p in (*ref.annotation_files(), ref.video_dir) if not p.exists()]  # MVBench: every sub-task's
     if not missing:
         return None
-    return f"{b.name}: missing {', '.join(missing)} (see README 'Benchmarks'; or set benchmark.data_dir=...)"
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    return f"{b.name}: missing {shown} (see README 'Benchmarks'; or set benchmark.data_dir=...)"
 
 
 def video_problems(cells: list[Cell]) -> list[str]:

@@ -51,9 +51,10 @@ OBJECTIVES = ("score", "agreement")
 
 @dataclass(frozen=True)
 class CellOutcome:
-    """What happened to a cell in this job: ``done`` (ran now), ``skipped`` (already done), ``failed``, ``busy``."""
+    """What happened to a cell in this job: ``done`` (ran now), ``skipped`` (already done), ``failed``, ``busy``, or
+    ``n/a`` (the method cannot reach this budget on this model: nothing is run, the reason is kept)."""
 
-    status: Literal["done", "skipped", "failed", "busy"]
+    status: Literal["done", "skipped", "failed", "busy", "n/a"]
     label: str
     record: ResultRecord | None = None
     error: str | None = None  # a failure before any record could be written (an impossible run setting)
@@ -130,6 +131,9 @@ def run_cell(cfg: DictConfig) -> CellOutcome:
         log.error("[failed] %s: ConfigError: %s", label, err)
         return CellOutcome("failed", label, error=f"ConfigError: {err}")
     label = f"{cfg.model.name} | {cfg.method.name}({_fmt(settings)}) | {cfg.benchmark.name}"
+    if reason := cell_unreachable(cfg, settings):
+        log.warning("[n/a] %s: %s", label, reason)
+        return CellOutcome("n/a", label, error=reason)
     settings_id = cell_settings_id(cfg)
     results_dir = Path(cfg.paths.results_dir)
     try:
@@ -170,6 +174,24 @@ def run_cell(cfg: DictConfig) -> CellOutcome:
     return CellOutcome("done", label, record)
 
 
+def cell_unreachable(cfg: DictConfig, settings: dict[str, Any]) -> str | None:
+    """Why the cell's method cannot reach its budget on its model (the cell is "n/a": nothing is run or written), or
+    None. Checked from the model's dimensions only; an invalid setting is left to fail as a cell."""
+    from adatp_bench.models.dims import unreachable_reason
+    from adatp_bench.models.loading import is_constant
+    from adatp_bench.models.specs import get_spec
+    from adatp_bench.pruning import build_method
+
+    try:
+        spec = get_spec(cfg.model.name)
+        if is_constant(spec.name, cfg.model.source):  # takes no method at all: a failed cell (``_evaluate``)
+            return None
+        method = build_method(cfg.method.name, **settings)
+        return unreachable_reason(method, spec, cfg.model.source, cfg.model.num_frames)
+    except ConfigError:
+        return None
+
+
 def _evaluate(
     cfg: DictConfig,
     run_dir: RunDir,
@@ -185,7 +207,7 @@ def _evaluate(
     from adatp_bench.eval.check_data import check_dataset, require_usable
     from adatp_bench.eval.dataset import dataset_fingerprint, ensure_data
     from adatp_bench.eval.evaluate import evaluate_cell
-    from adatp_bench.models.dims import model_dims
+    from adatp_bench.models.dims import validate_on_model
     from adatp_bench.models.loading import is_constant
     from adatp_bench.models.specs import get_spec
     from adatp_bench.pruning import build_method
@@ -197,10 +219,9 @@ def _evaluate(
     spec = get_spec(cfg.model.name)
     if is_constant(spec.name, cfg.model.source) and cfg.method.name != "vanilla":
         raise ConfigError(f"model=constant answers without a model and takes no pruning method, got {cfg.method.name}")
-    method = build_method(cfg.method.name, **settings)
-    dims = model_dims(spec, cfg.model.source)
     num_frames = cfg.model.num_frames or spec.num_frames
-    method.validate(dims.tokens_per_frame, num_frames, dims.num_layers)
+    method = build_method(cfg.method.name, **settings)
+    validate_on_model(method, spec, cfg.model.source, num_frames)
     if cfg.force and main_rank and (moved := run_dir.supersede()):
         log.info("[force] %s: earlier samples and record moved to %s", label, moved)
     ref = ensure_data(cfg.benchmark)
@@ -339,6 +360,8 @@ def main(cfg: DictConfig) -> float | None:
             raise SystemExit(f"cell not run: another process holds its lock ({outcome.label})")
         if outcome.status == "failed":
             raise SystemExit(f"cell failed: {outcome.as_status()['error']}")
+        if outcome.status == "n/a":  # asked for by name, so not a success either
+            raise SystemExit(f"cell not applicable: {outcome.error}")
     return objective(cfg, record)
 
 

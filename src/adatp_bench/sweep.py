@@ -1,4 +1,4 @@
-"""End-of-sweep summary and exit status: cells done, skipped and failed (with the reason), for local and SLURM
+"""End-of-sweep summary and exit status: cells done, skipped, n/a and failed (with the reason), for local and SLURM
 multiruns alike.
 
 Each job writes ``cell_status.json`` into its own Hydra output directory (``run.py``). The callback runs in the
@@ -23,6 +23,8 @@ log = logging.getLogger("adatp_bench.sweep")
 
 #: Statuses that make a sweep (or a single cell) exit non-zero.
 UNSUCCESSFUL = frozenset({"failed", "busy", "unknown"})
+#: A cell the method cannot reach on its model (DyCoke below 25%): listed with its reason, not a failure of the sweep.
+NOT_APPLICABLE = "n/a"
 
 
 def read_statuses(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -50,7 +52,7 @@ def format_summary(rows: list[dict[str, Any]], expected_jobs: int | None = None)
     if expected_jobs is not None and expected_jobs > len(rows):
         lines[0] += f", {expected_jobs - len(rows)} without a status (killed or never started)"
     for row in rows:
-        if row["status"] in UNSUCCESSFUL:
+        if row["status"] in UNSUCCESSFUL or row["status"] == NOT_APPLICABLE:
             lines.append(f"  {row['status']:>7}  {row['label']}: {row.get('error') or ''}")
     return "\n".join(lines)
 

@@ -6,6 +6,8 @@ Pruning methods read only these two objects; they never assume 196 tokens per fr
 - ``per_video`` (LLaVA-OneVision, LLaVA-NeXT ``one_token``): F·h·w grid tokens, then one ``image_newline``.
 - ``per_row`` (LLaVA-Video, LLaVA-NeXT ``grid``): each row of each frame is followed by a newline, so a frame takes
   h·(w+1) positions.
+- ``none`` (Qwen2-VL / Qwen2.5-VL): F·h·w grid tokens and no newline at all; the video sits between the text tokens
+  ``<|vision_start|>`` and ``<|vision_end|>`` and every token carries 3-D M-RoPE ids (``models/qwen_vl.py``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Literal, get_args
 
 import torch
 
-#: Where newline tokens sit: one after the whole video (LLaVA-OneVision) or one after every row (LLaVA-Video).
-NewlineLayout = Literal["per_video", "per_row"]
+#: Where newline tokens sit: one after the whole video (LLaVA-OneVision), one after every row (LLaVA-Video), or nowhere
+#: (Qwen2-VL / Qwen2.5-VL).
+NewlineLayout = Literal["per_video", "per_row", "none"]
 
 #: Which newlines survive pruning (:meth:`VideoLayout.kept_newline_cells`, the one rule every method and the sequence
 #: builder use). In the per-row layout: a row's newline iff the row keeps a token (``rows_with_kept``, FastVID); the
@@ -57,6 +60,8 @@ class VideoLayout:
 
     @property
     def num_newlines(self) -> int:
+        if self.newline_layout == "none":
+            return 0
         return 1 if self.newline_layout == "per_video" else self.num_frames * self.grid_h
 
     @property
@@ -71,7 +76,7 @@ class VideoLayout:
 
     def grid_position(self, frame: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
         """Original sequence position of grid token (frame, row, col)."""
-        if self.newline_layout == "per_video":
+        if self.newline_layout in ("per_video", "none"):
             offset = frame * self.tokens_per_frame + row * self.grid_w + col
         else:
             offset = frame * self.grid_h * (self.grid_w + 1) + row * (self.grid_w + 1) + col
@@ -84,7 +89,7 @@ class VideoLayout:
         if policy not in NEWLINE_POLICIES:
             raise ValueError(f"unknown newline policy {policy!r}; valid: {', '.join(NEWLINE_POLICIES)}")
         last_row = self.grid_h - 1
-        if policy == "none":
+        if policy == "none" or self.newline_layout == "none":
             return []
         if self.newline_layout == "per_video":
             return [(self.num_frames - 1, last_row)]
@@ -114,7 +119,7 @@ class VideoLayout:
         """
         if policy not in NEWLINE_POLICIES:
             raise ValueError(f"unknown newline policy {policy!r}; valid: {', '.join(NEWLINE_POLICIES)}")
-        if policy == "none":
+        if policy == "none" or self.newline_layout == "none":
             return 0
         if self.newline_layout == "per_video":
             return 1
@@ -134,6 +139,8 @@ class VideoLayout:
 
     def newline_positions(self) -> torch.Tensor:
         """Original sequence positions of all newline tokens."""
+        if self.newline_layout == "none":
+            return torch.zeros(0, dtype=torch.long)
         if self.newline_layout == "per_video":
             return torch.tensor([self.video_start + self.num_grid_tokens])
         frame = torch.arange(self.num_frames).repeat_interleave(self.grid_h)

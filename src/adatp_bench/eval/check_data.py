@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,13 @@ from adatp_bench.eval.schema import SHOWN, schema_problems
 from adatp_bench.eval.video import read_sampled, resolve_video
 
 #: The column naming each document's video, per benchmark.
-VIDEO_KEY = {"videomme": "videoID", "mlvu_dev": "video_name", "longvideobench_val_v": "video_path", "custom": "video"}
+VIDEO_KEY = {
+    "videomme": "videoID",
+    "mlvu_dev": "video_name",
+    "longvideobench_val_v": "video_path",
+    "custom": "video",
+    "mvbench": "video",
+}
 
 
 @dataclass
@@ -75,7 +82,13 @@ class DataReport:
 
 
 def check_dataset(ref: DatasetRef, num_frames: int, limit: int | None = None, progress: bool = True) -> DataReport:
-    """Check the schema of the first ``limit`` rows (all by default) and every video they name, at ``num_frames``."""
+    """Check the schema of the first ``limit`` rows (all by default) and every video they name, at ``num_frames``.
+
+    MVBench: the first ``limit`` rows *of each selected sub-task* (lmms-eval applies ``limit`` per task of a group),
+    each file's problems named by that file, each video looked up in its sub-task's folder.
+    """
+    if ref.benchmark == "mvbench":
+        return _check_mvbench(ref, num_frames, limit, progress)
     all_rows = load_rows(ref.annotation)
     rows = all_rows[:limit] if limit is not None else all_rows
     report = DataReport(ref.benchmark, ref.annotation, ref.video_dir, num_frames, len(rows), len(all_rows))
@@ -91,16 +104,50 @@ def check_dataset(ref: DatasetRef, num_frames: int, limit: int | None = None, pr
     names = list(dict.fromkeys(str(r[key]) for r in rows if isinstance(r.get(key), str) and r.get(key)))
     report.videos = len(names)
     for name in tqdm(names, desc=f"{ref.benchmark} videos", leave=False, disable=not progress or len(names) < 20):
+        _check_video(report, name, lambda name=name: resolve_video(ref.video_dir, name), num_frames)
+    return report
+
+
+def _check_video(report: DataReport, name: str, locate: Callable[[], Path], num_frames: int) -> None:
+    """Decode one video at the sampled frames into ``report``: a failure (missing, unreadable), or its frame count
+    and, when it has fewer frames than are sampled, a warning."""
+    try:
+        total = _checked_frames(locate(), num_frames)
+    except VideoError as err:
+        report.failures[name] = str(err)
+        return
+    report.total_frames[name] = total
+    if total < num_frames:
+        report.warnings[name] = (
+            f"{name}: {total} frame(s), fewer than the {num_frames} sampled: frames repeat (LLaVA's convention)"
+        )
+
+
+def _check_mvbench(ref: DatasetRef, num_frames: int, limit: int | None, progress: bool) -> DataReport:
+    from adatp_bench.eval.tasks.mvbench import read_subtask, video_path
+
+    report = DataReport(ref.benchmark, ref.annotation, ref.video_dir, num_frames)
+    videos: dict[str, tuple[str, str]] = {}  # "<sub_task>/<video>" → (sub_task, video)
+    for sub_task, annotation in zip(ref.subtasks, ref.annotation_files(), strict=True):
         try:
-            total = _checked_frames(resolve_video(ref.video_dir, name), num_frames)
-        except VideoError as err:
-            report.failures[name] = str(err)
+            all_rows = read_subtask(annotation)
+        except DatasetError as err:  # every unreadable file is named, not only the first
+            report.schema.append(str(err))
             continue
-        report.total_frames[name] = total
-        if total < num_frames:
-            report.warnings[name] = (
-                f"{name}: {total} frame(s), fewer than the {num_frames} sampled: frames repeat (LLaVA's convention)"
-            )
+        rows = all_rows[:limit] if limit is not None else all_rows
+        report.rows += len(rows)
+        report.total_rows += len(all_rows)
+        if not rows:
+            report.schema.append(f"{annotation} holds no rows")
+        report.schema += [f"{annotation}: {p}" for p in schema_problems(ref.benchmark, rows)]
+        for row in rows:
+            if isinstance(row.get("video"), str) and row["video"]:
+                videos.setdefault(f"{sub_task}/{row['video']}", (sub_task, row["video"]))
+    report.videos = len(videos)
+    for name, (sub_task, video) in tqdm(
+        videos.items(), desc="mvbench videos", leave=False, disable=not progress or len(videos) < 20
+    ):
+        _check_video(report, name, lambda s=sub_task, v=video: video_path(ref.video_dir, s, v), num_frames)
     return report
 
 

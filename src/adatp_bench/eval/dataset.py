@@ -39,11 +39,12 @@ class DatasetRef:
     """Where one benchmark's data lives.
 
     Attributes:
-        benchmark: upstream benchmark (``videomme``, ``mlvu_dev``, ``longvideobench_val_v``).
+        benchmark: upstream benchmark (``videomme``, ``mlvu_dev``, ``longvideobench_val_v``, ``mvbench``).
         variant: ``synth`` or ``local``.
         data_dir: the data root (the layout of ``eval/tasks``).
-        annotation: the annotation file (parquet, json or jsonl).
-        video_dir: the folder the videos are looked up in.
+        annotation: the annotation file (parquet, json or jsonl); for MVBench the folder of ``<sub_task>.json``.
+        video_dir: the folder the videos are looked up in (MVBench: the root of its per-sub-task folders).
+        subtasks: MVBench: the sub-tasks the cell scores (``benchmark.subtasks``), in upstream order; else empty.
     """
 
     benchmark: str
@@ -52,6 +53,13 @@ class DatasetRef:
     annotation: Path
     video_dir: Path
     freeform: str = "exact"  # benchmark=custom: how free-form answers are scored
+    subtasks: tuple[str, ...] = ()
+
+    def annotation_files(self) -> list[Path]:
+        """The annotation file(s) the cell reads: one, or MVBench's one per selected sub-task."""
+        if self.benchmark == "mvbench":
+            return [self.annotation / f"{s}.json" for s in self.subtasks]
+        return [self.annotation]
 
 
 #: Optional ``conf/benchmark`` keys of a synthetic benchmark that set the videos' geometry (null: the generator's).
@@ -78,6 +86,8 @@ def synthetic_dir(bench: DictConfig | Mapping[str, Any]) -> Path:
     a short hash of the video geometry when it is set)."""
     s = synthetic_settings(bench)
     name = f"n{s['n_items']}-seed{s['data_seed']}-v{s['generator_version']}"
+    if str(bench.get("benchmark")) == "mvbench":  # generated on its own, so never behind another set's marker
+        name = f"mvbench-{name}"
     if "video" in s:
         name += "-" + hashlib.sha1(canonical_json(s["video"]).encode()).hexdigest()[:8]
     return Path(str(bench["data_dir"])) / name
@@ -105,12 +115,19 @@ def dataset_ref(bench: DictConfig | Mapping[str, Any]) -> DatasetRef:
     data_dir = synthetic_dir(bench) if variant == "synth" else Path(str(bench["data_dir"]))
     annotation = bench.get("annotation") if variant != "synth" else None
     video_dir = bench.get("video_dir") if variant != "synth" else None
+    subtasks: tuple[str, ...] = ()
+    if name == "mvbench":
+        from adatp_bench.eval.tasks.mvbench import select_subtasks
+
+        chosen = bench.get("subtasks")
+        subtasks = select_subtasks(list(chosen) if chosen is not None else None, variant)
     return DatasetRef(
         benchmark=name,
         variant=variant,
         data_dir=data_dir,
         annotation=Path(str(annotation)).expanduser() if annotation else data_dir / spec.annotation,
         video_dir=Path(str(video_dir)).expanduser() if video_dir else data_dir / spec.video_subdir,
+        subtasks=subtasks,
     )
 
 
@@ -126,7 +143,9 @@ def ensure_data(bench: DictConfig | Mapping[str, Any]) -> DatasetRef:
     folder renamed into place, so a killed job never leaves half a dataset); real data checked to exist."""
     ref = dataset_ref(bench)
     if ref.variant == "synth":
-        _generate_once(ref.data_dir, synthetic_settings(bench))
+        _generate_once(ref.data_dir, synthetic_settings(bench), ["mvbench"] if ref.benchmark == "mvbench" else None)
+    elif ref.benchmark == "mvbench":
+        _require_mvbench(bench, ref)
     elif not ref.annotation.is_file():
         raise DatasetError(
             f"benchmark {bench.get('name', ref.benchmark)!r}: annotation file {ref.annotation} does not exist. "
@@ -139,26 +158,40 @@ def dataset_identity(bench: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """What identifies the data of a benchmark entry in a run id: the generating settings (synthetic) or the content
     fingerprint of the annotation file (real). Raises :class:`DatasetError` when a real annotation file is absent."""
     ref = dataset_ref(bench)
+    extra = {"subtasks": list(ref.subtasks)} if ref.subtasks else {}  # MVBench: which sub-tasks are averaged
     if ref.variant == "synth":
-        return {"synthetic": synthetic_settings(bench)}
-    if not ref.annotation.is_file():
+        return {"synthetic": synthetic_settings(bench), **extra}
+    if ref.benchmark == "mvbench":
+        _require_mvbench(bench, ref)  # what is missing, and how to get it
+    elif not ref.annotation.is_file():
         raise DatasetError(f"annotation file {ref.annotation} does not exist: the cell's data cannot be identified")
-    return {"sha256": dataset_fingerprint(ref.annotation)}
+    return {"sha256": dataset_fingerprint(ref.annotation), **extra}
 
 
 def dataset_fingerprint(annotation: Path) -> str:
-    """sha256 of the canonical JSON of every row of an annotation file (cached per path, size and mtime)."""
+    """sha256 of the canonical JSON of every row of an annotation file (cached per path, size and mtime).
+
+    A folder (MVBench's ``json/``) is hashed over its ``*.json`` files in name order, each file's name then its rows.
+    """
+    if annotation.is_dir():
+        files = sorted(annotation.glob("*.json"))
+        stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+        return _fingerprint(str(annotation.resolve()), stamp)
     stat = annotation.stat()
-    return _fingerprint(str(annotation.resolve()), stat.st_size, stat.st_mtime_ns)
+    return _fingerprint(str(annotation.resolve()), (stat.st_size, stat.st_mtime_ns))
 
 
 @functools.lru_cache(maxsize=256)
-def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
-    del size, mtime_ns  # cache key only: a rewritten file is hashed again
+def _fingerprint(path: str, stamp: tuple[Any, ...]) -> str:
+    del stamp  # cache key only: a rewritten file is hashed again
     digest = hashlib.sha256()
-    for row in load_rows(Path(path)):
-        digest.update(canonical_json(row).encode())
-        digest.update(b"\n")
+    files = sorted(Path(path).glob("*.json")) if Path(path).is_dir() else [Path(path)]
+    for file in files:
+        if len(files) > 1 or file != Path(path):
+            digest.update(f"file:{file.name}\n".encode())
+        for row in load_rows(file):
+            digest.update(canonical_json(row).encode())
+            digest.update(b"\n")
     return digest.hexdigest()
 
 
@@ -210,7 +243,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _generate_once(data_dir: Path, settings: dict[str, Any]) -> None:
+def _require_mvbench(bench: DictConfig | Mapping[str, Any], ref: DatasetRef) -> None:
+    """Real MVBench present: every selected sub-task's JSON file and the video root; else how to get them."""
+    missing = [str(p) for p in ref.annotation_files() if not p.is_file()]
+    if not ref.video_dir.is_dir():
+        missing.append(f"video folder {ref.video_dir}")
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise DatasetError(
+            f"benchmark {bench.get('name', ref.benchmark)!r}: MVBench is not here: missing {shown}. Get it with "
+            "`huggingface-cli download OpenGVLab/MVBench --repo-type dataset --revision video --local-dir "
+            f"{ref.data_dir / 'mvbench_video'}` (that revision holds the mp4s unpacked; extract any .zip in place; "
+            "docs/upstream.md, 'MVBench'), or set benchmark.data_dir / benchmark.annotation (the json folder) / "
+            "benchmark.video_dir."
+        )
+
+
+def _generate_once(data_dir: Path, settings: dict[str, Any], benchmarks: list[str] | None = None) -> None:
     from adatp_bench.eval.synthetic import VideoSpec, write_synthetic_benchmarks
 
     marker = data_dir / ".complete"
@@ -224,7 +273,9 @@ def _generate_once(data_dir: Path, settings: dict[str, Any]) -> None:
         tmp = Path(tempfile.mkdtemp(dir=data_dir.parent, prefix=f".{data_dir.name}."))
         try:
             video = VideoSpec(**settings["video"]) if "video" in settings else None
-            write_synthetic_benchmarks(tmp, n_items=settings["n_items"], seed=settings["data_seed"], video=video)
+            write_synthetic_benchmarks(
+                tmp, n_items=settings["n_items"], seed=settings["data_seed"], video=video, benchmarks=benchmarks
+            )
             (tmp / ".complete").write_text(json.dumps(settings) + "\n")
             if data_dir.exists():
                 shutil.rmtree(data_dir)

@@ -241,6 +241,8 @@ def _record(
         "output_tokens": out.output_tokens,
         "text_tokens": out.text_tokens,
         "visual_tokens_in": out.visual_tokens_in,
+        "grid_tokens": out.grid_tokens,  # the unpruned video's grid tokens (the sample's vanilla count)
+        "video_grid_thw": list(out.video_grid_thw) if out.video_grid_thw else None,
         "video_tokens_per_layer": out.video_tokens_per_layer,
         "newline_tokens_per_layer": out.newline_tokens_per_layer,
         "timings_ms": dict(out.timings_ms),

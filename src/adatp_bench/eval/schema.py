@@ -4,7 +4,8 @@ lmms-eval reads the annotations only when a cell starts evaluating, and a bad ro
 ``RetryError`` around a ``KeyError`` in upstream aggregation, after the whole model run). These checks read the file
 first and name every problem by file, column, row id and value: a missing column, a missing or malformed ``options``
 list, an answer that is not one of the options, a category value upstream aggregation does not know, LongVideoBench's
-``correct_choice`` pointing at an unused (``"N/A"``) option.
+``correct_choice`` pointing at an unused (``"N/A"``) option, an MVBench answer that is not one of its candidates'
+texts. MVBench has one file per sub-task: :func:`validate_annotation` takes its folder and checks every file.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from adatp_bench.eval.tasks.docs import (
     VIDEOMME_COLUMNS,
     videomme_categories,
 )
+from adatp_bench.eval.tasks.mvbench import COLUMNS as MVBENCH_COLUMNS
+from adatp_bench.eval.tasks.mvbench import read_subtask as _read_mvbench
+from adatp_bench.eval.tasks.mvbench import row_problems as _mvbench_problems
 
 LETTERS = "ABCDE"
 #: How many problems an error message lists (the count of all of them is always given).
@@ -37,7 +41,20 @@ def validate_annotation(benchmark: str, annotation: Path) -> int:
     Raises:
         DatasetError: listing the problems (file, column, row id, value), at most :data:`SHOWN` of them.
     """
-    rows = load_rows(annotation)
+    if benchmark == "mvbench" and annotation.is_dir():
+        files = sorted(annotation.glob("*.json"))
+        if not files:
+            raise DatasetError(f"{annotation}: no MVBench <sub_task>.json files")
+        counts, errors = [], []
+        for file in files:  # every file's problems, not only the first bad file's
+            try:
+                counts.append(validate_annotation(benchmark, file))
+            except DatasetError as err:
+                errors.append(str(err))
+        if errors:
+            raise DatasetError("\n".join(errors))
+        return sum(counts)
+    rows = _read_mvbench(annotation) if benchmark == "mvbench" else load_rows(annotation)
     problems = schema_problems(benchmark, rows)
     if problems:
         shown = "\n  - ".join(problems[:SHOWN])
@@ -54,6 +71,7 @@ def schema_problems(benchmark: str, rows: Sequence[Row]) -> list[str]:
         "videomme": (VIDEOMME_COLUMNS, "question_id", _videomme_row),
         "mlvu_dev": (MLVU_DEV_COLUMNS, "question_id", _mlvu_row),
         "longvideobench_val_v": (LVB_COLUMNS, "id", _lvb_row),
+        "mvbench": (MVBENCH_COLUMNS, "video", _mvbench_row),  # no id column: rows are named by index and video
     }
     if benchmark not in checks:
         raise DatasetError(f"no schema for benchmark {benchmark!r}; known: {sorted(checks)}")
@@ -140,3 +158,7 @@ def _lvb_row(row: Row, benchmark: str) -> list[str]:
     elif LVB_UNUSED_OPTION in options[:choice]:
         problems.append(f"column 'correct_choice' is {choice}, after an unused option (upstream stops at N/A)")
     return problems
+
+
+def _mvbench_row(row: Row, benchmark: str) -> list[str]:
+    return _mvbench_problems(row)

@@ -1,4 +1,4 @@
-"""Tiny synthetic VideoMME / MLVU-dev / LongVideoBench datasets in the real upstream schemas, with real mp4 files.
+"""Tiny synthetic VideoMME / MLVU-dev / LongVideoBench (and, on request, MVBench) sets in the upstream schemas, as mp4s.
 
 Why: the real benchmarks are hundreds of GB behind the Hugging Face hub. These datasets let the whole chain (our task
 YAMLs, lmms-eval's upstream prompt/scoring/aggregation functions, our model wrapper, frame decoding) run offline in
@@ -14,6 +14,10 @@ What is written (``out_dir`` follows the data layout of :mod:`adatp_bench.eval.t
 * the annotation file of each benchmark with every column of its upstream schema and category values from the
   upstream lists (unknown values make upstream aggregation raise ``KeyError``). Questions are answerable from the
   video (colours of scenes / of the moving square), answers are drawn per item from a seeded generator;
+* MVBench (``benchmarks=["mvbench"]`` only; not in the default set): ``n_items``, ``n_items + 1`` and ``n_items + 2``
+  questions for the sub-tasks of :data:`~adatp_bench.eval.tasks.mvbench.SYNTH_SUBTASKS` (4, 3 and 5 options; sizes
+  unequal on purpose: the score is a mean over sub-tasks, not over questions), one JSON list per sub-task with the
+  answer as the option *text*, videos in each sub-task's upstream folder (``DATA_LIST``);
 * ``manifest.json``: settings, per-benchmark files and answers, and per-video scene boundaries (first frame of each
   scene) and colours — ground truth for segmentation tests.
 
@@ -33,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from adatp_bench.errors import ConfigError
-from adatp_bench.eval.tasks import BENCHMARKS, UPSTREAM, task_name
+from adatp_bench.eval.tasks import BENCHMARKS, GROUPS, UPSTREAM, task_name
 from adatp_bench.eval.tasks.docs import LVB_NUM_OPTIONS, LVB_UNUSED_OPTION, MLVU_DEV_TASK_TYPES
 
 MANIFEST_NAME = "manifest.json"
@@ -139,8 +143,10 @@ def write_synthetic_benchmarks(
     spec.check()
     selected = list(UPSTREAM) if benchmarks is None else list(benchmarks)
     for name in selected:
-        if name not in UPSTREAM:
-            raise ConfigError(f"no synthetic version of benchmark {name!r}; there are: {', '.join(UPSTREAM)}")
+        if name not in (*UPSTREAM, *GROUPS):
+            raise ConfigError(
+                f"no synthetic version of benchmark {name!r}; there are: {', '.join((*UPSTREAM, *GROUPS))}"
+            )
     root = Path(out_dir).expanduser().resolve()
 
     writers = {"videomme": _videomme, "mlvu_dev": _mlvu_dev, "longvideobench_val_v": _longvideobench}
@@ -177,6 +183,8 @@ def write_synthetic_benchmarks(
                 "scene_starts": [s.start for s in scenes],
                 "scenes": [s.__dict__ for s in scenes],
             }
+    if "mvbench" in selected:
+        _mvbench(np.random.default_rng([seed, len(UPSTREAM)]), n_items, spec, root, manifest)
     (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
@@ -373,6 +381,61 @@ def _longvideobench(
             row[f"option{k}"] = item.options[k] if k < len(item.options) else LVB_UNUSED_OPTION
         rows.append(row)
     return rows, videos
+
+
+#: Options per synthetic MVBench sub-task (the real ones have 2-5).
+MVBENCH_OPTIONS = {"action_sequence": 4, "object_shuffle": 3, "fine_grained_pose": 5}
+
+
+def _mvbench(rng: np.random.Generator, n: int, spec: VideoSpec, root: Path, manifest: dict[str, Any]) -> None:
+    """MVBench's layout and schema: ``mvbench_video/json/<sub_task>.json`` (video, question, candidates, answer as
+    option text) and the videos in each sub-task's upstream folder."""
+    from adatp_bench.eval.tasks.mvbench import SYNTH_SUBTASKS, annotation_file, data_list
+
+    bench = BENCHMARKS["mvbench"]
+    folders = data_list()
+    entry: dict[str, Any] = {
+        "task": task_name("mvbench", "synth"),
+        "annotation": bench.annotation,
+        "video_dir": bench.video_subdir,
+        "n_items": 0,
+        "answers": [],
+        "subtasks": {},
+    }
+    for k, sub_task in enumerate(SYNTH_SUBTASKS):
+        n_options = MVBENCH_OPTIONS[sub_task]
+        letters = answer_letters(rng, n + k, [n_options] * (n + k))
+        video_dir = root / bench.video_subdir / folders[sub_task]
+        video_dir.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i, letter in enumerate(letters):
+            item = _make_item(rng, spec, letter, n_options)
+            name = f"synth_{sub_task}_{i:04d}.mp4"
+            _write_video(item.scenes, spec, video_dir / name)
+            manifest["videos"][f"{bench.video_subdir}/{folders[sub_task]}/{name}"] = {
+                "num_frames": spec.num_frames,
+                "scene_starts": [s.start for s in item.scenes],
+                "scenes": [s.__dict__ for s in item.scenes],
+            }
+            rows.append(
+                {
+                    "video": name,
+                    "question": item.question,
+                    "candidates": item.options,
+                    "answer": item.options[item.answer_index],  # MVBench: the option text, not its letter
+                }
+            )
+        annotation = annotation_file(root / bench.annotation, sub_task)
+        annotation.parent.mkdir(parents=True, exist_ok=True)
+        _write_annotation(rows, annotation)
+        entry["subtasks"][sub_task] = {
+            "annotation": f"{bench.annotation}/{annotation.name}",
+            "video_dir": f"{bench.video_subdir}/{folders[sub_task]}",
+            "answers": letters,
+        }
+        entry["n_items"] += len(rows)
+        entry["answers"] += letters
+    manifest["benchmarks"]["mvbench"] = entry
 
 
 def _write_annotation(rows: list[dict[str, Any]], path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Our ``doc_to_visual`` functions for the three video benchmarks (referenced from ``eval/tasks/*.yaml``).
+"""Our ``doc_to_visual`` functions for VideoMME, MLVU-dev, LongVideoBench and MVBench (from ``eval/tasks/*.yaml``).
 
 They replace the upstream ones, which compute the video root from ``$HF_HOME`` when their module is first imported and
 call ``sys.exit()`` when a video is missing (videomme, mlvu) or do not check at all (longvideobench). Ours:
@@ -66,6 +66,20 @@ def mlvu_dev_doc_to_visual(doc: Doc, lmms_eval_specific_kwargs: PromptKwargs = N
 def longvideobench_doc_to_visual(doc: Doc, lmms_eval_specific_kwargs: PromptKwargs = None) -> list[str]:
     """``[path]`` of ``<video_dir>/<video_path>``; VideoError if missing or undecodable."""
     return _visual("longvideobench_val_v", _field(doc, "video_path", "longvideobench_val_v"), lmms_eval_specific_kwargs)
+
+
+def mvbench_doc_to_visual(doc: Doc, lmms_eval_specific_kwargs: PromptKwargs = None) -> list[str]:
+    """``[path]`` of ``<video_dir>/<DATA_LIST[sub_task]>/<video>`` (or under ``data0613/``), the sub-task named by
+    ``lmms_eval_specific_kwargs["sub_task"]`` as upstream; VideoError if missing, a frame folder or undecodable."""
+    from adatp_bench.eval.tasks.mvbench import video_path
+
+    sub_task = (lmms_eval_specific_kwargs or {}).get("sub_task")
+    if not sub_task:
+        raise DatasetError("mvbench: the task YAML has no lmms_eval_specific_kwargs.sub_task (render it with "
+                           "adatp_bench.eval.tasks.mvbench.write_mvbench_task_dir)")
+    path = video_path(video_dir_for("mvbench", lmms_eval_specific_kwargs), sub_task, _field(doc, "video", "mvbench"))
+    probe_video(path)
+    return [str(path.resolve())]
 
 
 def _field(doc: Mapping[str, Any], key: str, benchmark: str) -> str:

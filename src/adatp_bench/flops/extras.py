@@ -90,7 +90,52 @@ def projector_macs(llava_cfg: Any, images: int) -> float:
 
 def vision_encoder_macs(llava_cfg: Any, frames: int) -> float:
     """SigLIP tower + projector MACs for `frames` frames of a LLaVA-OV-style model (an extra, docs/flops.md §7)."""
+    if str(_get(_vision_cfg(llava_cfg), "model_type", "")).startswith("qwen"):
+        raise ConfigError(
+            "a Qwen2-VL / Qwen2.5-VL ViT's cost depends on each video's patch grid (dynamic resolution): use "
+            "qwen_vision_macs(config, (t, H, W)) with the sample's video_grid_thw"
+        )
     return siglip_vision_macs(llava_cfg, frames) + projector_macs(llava_cfg, frames)
+
+
+def _window_sizes(side: int, window: int) -> list[int]:
+    return [min(window, side - i) for i in range(0, side, window)]
+
+
+def qwen_vision_macs(cfg: Any, grid_thw: Sequence[int]) -> float:
+    """Qwen2-VL / Qwen2.5-VL ViT + 2×2 merger MACs for one video of ``grid_thw`` = (t, H, W) patches (an extra).
+
+    Patch embedding (3-D convolution over C·2·14·14 voxels), per block Q/K/V/O 4·P·H², attention 2·n²·H within each
+    attention unit (a temporal patch's H·W patches in full-attention blocks; in Qwen2.5-VL's other blocks, windows of
+    ``window_size``/14 patches a side, arXiv 2502.13923 §2.1.1), the MLP (Qwen2.5-VL SwiGLU 3·P·H·I; Qwen2-VL
+    2·P·H·mlp_ratio·H), and the merger (LN, Linear 4H→4H, GELU, Linear 4H→D) on the P/4 merged tokens.
+    """
+    v = _vision_cfg(cfg)
+    t, big_h, big_w = (int(x) for x in grid_thw)
+    patch, tps = int(_get(v, "patch_size")), int(_get(v, "temporal_patch_size", 2))
+    merge, chans = int(_get(v, "spatial_merge_size", 2)), int(_get(v, "in_chans", _get(v, "in_channels", 3)))
+    qwen25 = _get(v, "fullatt_block_indexes") is not None
+    hv = int(_get(v, "hidden_size") if qwen25 else _get(v, "embed_dim"))
+    out = int(_get(v, "out_hidden_size") if qwen25 else _get(v, "hidden_size"))
+    p_frame = big_h * big_w
+    p = t * p_frame
+    total = p * chans * tps * patch * patch * hv  # patch embedding
+    full = t * p_frame * p_frame * 2 * hv
+    if qwen25:
+        win = int(_get(v, "window_size")) // patch  # patches per window side (112 px / 14 = 8)
+        units = [a * b for a in _window_sizes(big_h, win) for b in _window_sizes(big_w, win)]
+        windowed = t * sum(n * n for n in units) * 2 * hv
+        mlp = 3 * p * hv * int(_get(v, "intermediate_size"))
+        full_blocks = set(int(i) for i in _get(v, "fullatt_block_indexes"))
+    else:
+        windowed = full
+        mlp = 2 * p * hv * int(float(_get(v, "mlp_ratio", 4)) * hv)
+        full_blocks = set(range(int(_get(v, "depth"))))
+    for block in range(int(_get(v, "depth"))):
+        total += 4 * p * hv * hv + mlp + (full if block in full_blocks else windowed)
+    wide = hv * merge * merge
+    total += (p // (merge * merge)) * (wide * wide + wide * out)
+    return float(total)
 
 
 def siglip_text_macs(siglip_cfg: Any, tokens: int = 64, *, texts: int = 1) -> float:

@@ -45,8 +45,9 @@ class UnsupportedArchitectureError(ConfigError):
 # ---------------------------------------------------------------------------------------------------------------------
 
 #: Decoder families whose layers have exactly the docs/flops.md §1.1 structure (Qwen2; Llama/Mistral share it, minus the
-#: q/k/v biases, which the convention ignores anyway).
-QWEN2_STYLE_MODEL_TYPES = frozenset({"qwen2", "llama", "mistral"})
+#: q/k/v biases, which the convention ignores anyway; the Qwen2-VL / Qwen2.5-VL decoders are Qwen2 layers with M-RoPE,
+#: whose rotation the convention does not count).
+QWEN2_STYLE_MODEL_TYPES = frozenset({"qwen2", "llama", "mistral", "qwen2_vl_text", "qwen2_5_vl_text"})
 _ATTN_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj")
 _MLP_PROJ = ("gate_proj", "up_proj", "down_proj")
 

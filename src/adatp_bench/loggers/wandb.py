@@ -17,6 +17,9 @@ from typing import Any
 from adatp_bench.results import ResultRecord, RunDir, read_jsonl
 
 SAMPLE_COLUMNS = ("task", "doc_id", "response", "input_tokens", "visual_tokens_in", "output_tokens")
+#: Job types and summary keys other tools select runs and metrics by (the W&B report, ``report/review.py``).
+CELL_JOB, SUMMARY_JOB = "cell", "summary"
+METRIC_SCORE, METRIC_FLOPS_PCT, METRIC_PREFILL_MS = "score", "flops/pct_of_vanilla", "latency/prefill_ms"
 
 
 @dataclass
@@ -53,16 +56,16 @@ class WandbLogger:
 
         run = self._init(
             name=f"{record.model}/{record.method}/{record.benchmark}/{record.run_id}",
-            job_type="cell",
+            job_type=CELL_JOB,
             config={**record.config, "run_id": record.run_id},
         )
         try:
             eff = record.efficiency
             summary = {
-                "score": record.score,
+                METRIC_SCORE: record.score,
                 **{f"metrics/{k}": v for k, v in record.metrics.items()},
                 "flops/paper_tflops": eff.get("paper_tflops"),
-                "flops/pct_of_vanilla": eff.get("pct_flops_of_vanilla"),
+                METRIC_FLOPS_PCT: eff.get("pct_flops_of_vanilla"),
                 "tokens/visual_tokens_in": eff.get("visual_tokens_in"),
                 **{f"latency/{k}": v for k, v in eff.get("latency_ms", {}).items()},
                 "n_samples": record.n_samples,
@@ -83,13 +86,15 @@ class WandbLogger:
 
         run = self._init(
             name=f"table1/{experiment}",
-            job_type="summary",
+            job_type=SUMMARY_JOB,
             config={"experiment": experiment},
             group=self.group or experiment,
         )
         try:
             frame = table.astype(object).where(table.notna(), None).astype(str)
-            run.log({"table1": wandb.Table(dataframe=frame), "table1_flops": wandb.Image(str(paths["png"]))})
+            images = {"table1_flops": "png", "table1_latency": "latency_png"}
+            logged = {key: wandb.Image(str(paths[k])) for key, k in images.items() if k in paths}
+            run.log({"table1": wandb.Table(dataframe=frame), **logged})
             for key in ("md", "csv", "tex"):
                 run.save(str(paths[key]), base_path=str(paths[key].parent), policy="now")
             return str(run.dir)

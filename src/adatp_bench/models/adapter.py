@@ -29,7 +29,7 @@ from adatp_bench.models.attention import QKCapture
 from adatp_bench.models.llm import DecoderRunner
 from adatp_bench.models.relevance import CachedRelevance, RelevanceEncoder
 from adatp_bench.models.sequence import assemble
-from adatp_bench.models.specs import ModelSpec, get_spec
+from adatp_bench.models.specs import ModelSpec, QwenVLSpec, get_spec
 from adatp_bench.models.view import LlavaSampleView, vision_encoder_layers
 from adatp_bench.pruning.base import PruningMethod
 
@@ -56,6 +56,8 @@ class SampleOutput:
     newline_tokens_per_layer: list[int]
     text_tokens: int
     visual_tokens_in: int  # grid tokens (no newlines) entering the LLM
+    grid_tokens: int = 0  # grid tokens (no newlines) of the unpruned video: the sample's vanilla count
+    video_grid_thw: tuple[int, int, int] | None = None  # (t, H, W) ViT patches: dynamic-resolution models only
     timings_ms: dict[str, float] = field(default_factory=dict)
     method_stats: dict[str, Any] = field(default_factory=dict)
     cache: dict[str, str] = field(default_factory=dict)  # per kind: "hit" or "miss" (absent: not looked up)
@@ -67,6 +69,9 @@ class VideoLLM:
 
     Build it with :meth:`from_spec`. Install a pruning method with ``with method(llm): llm.generate(...)``.
     """
+
+    #: (t, H, W) ViT patches of the last prepared video; set by dynamic-resolution models (``models/qwen_vl.py``).
+    last_video_grid_thw: tuple[int, int, int] | None = None
 
     def __init__(
         self,
@@ -115,6 +120,11 @@ class VideoLLM:
     ) -> VideoLLM:
         """Load the model named by ``spec`` (or ``source`` overriding its checkpoint location)."""
         spec = get_spec(spec) if isinstance(spec, str) else spec
+        if isinstance(spec, QwenVLSpec):  # Qwen2-VL / Qwen2.5-VL have their own adapter (models/qwen_vl.py)
+            raise ConfigError(
+                f"model {spec.name!r} is a Qwen2-VL / Qwen2.5-VL model: build it with "
+                "adatp_bench.models.loading.load_model or adatp_bench.models.qwen_vl.QwenVideoLLM.from_spec"
+            )
         if dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {dtype!r}; valid: {sorted(DTYPES)}")
         source = source or spec.source
@@ -318,24 +328,26 @@ class VideoLLM:
             raise ConfigError(f"vision_feature_layer={self.config.vision_feature_layer} is the patch embeddings")
         return out_index - 1
 
+    def weights_identity(self) -> object:
+        """Which weights these are: the built-in source and seed, a local folder's files (name, size, mtime), or the
+        hub revision the config was loaded at."""
+        source = self._source
+        if source.startswith("builtin:"):
+            return f"{source}:seed{self._seed}"
+        if Path(source).is_dir():
+            return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(source).glob("*"))
+        return getattr(self.config, "_commit_hash", None)
+
     def vision_identity(self) -> str:
         """What the vision outputs of a frame depend on: the checkpoint (and its revision or weight files), the vision
         tower and projector configs, the pooling rule, the processor's resize and normalisation, dtype and device."""
         if self._vision_identity is None:
-            source = self._source
-            weights: object = None
-            if source.startswith("builtin:"):
-                weights = f"{source}:seed{self._seed}"
-            elif Path(source).is_dir():
-                weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(source).glob("*"))
-            else:
-                weights = getattr(self.config, "_commit_hash", None)
             vp = self.processor.video_processor
             self._vision_identity = json.dumps(
                 {
                     "spec": self.spec.name,
-                    "source": source,
-                    "weights": weights,
+                    "source": self._source,
+                    "weights": self.weights_identity(),
                     "vision_config": self.config.vision_config.to_dict(),
                     "projector": [self.config.projector_hidden_act, self.config.vision_feature_layer],
                     "strategy": self.config.vision_feature_select_strategy,
@@ -381,6 +393,8 @@ class VideoLLM:
             newline_tokens_per_layer=pre.newline_tokens_per_layer,
             text_tokens=pre.text_tokens,
             visual_tokens_in=n_visual,
+            grid_tokens=ctx.layout.num_grid_tokens,
+            video_grid_thw=self.last_video_grid_thw,
             timings_ms=timings,
             method_stats={k: _plain(v) for k, v in ctx.stats.items() if not k.startswith("_")},
             cache=dict(self.last_cache),

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adatp_bench.errors import ConfigError
-from adatp_bench.models.specs import ModelSpec
+from adatp_bench.errors import ConfigError, UnreachableSetting
+from adatp_bench.models.specs import ModelSpec, QwenVLSpec
+from adatp_bench.pruning.base import PruningMethod
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ def model_dims(spec: ModelSpec, source: str | None = None) -> ModelDims:
     source = source or spec.source
     if source == "builtin:constant":  # the constant-answer check model has no tokens and no layers
         return ModelDims(tokens_per_frame=0, num_layers=0)
+    if isinstance(spec, QwenVLSpec):  # merged tokens per temporal patch at the nominal frame size
+        text = model_architecture(spec, source).text_config
+        return ModelDims(tokens_per_frame=spec.tokens_per_frame, num_layers=text.num_hidden_layers)
     if source.startswith("builtin:"):
         from adatp_bench.models.builtin import builtin_config
 
@@ -47,6 +51,10 @@ def model_architecture(spec: ModelSpec, source: str | None = None) -> Any:
     source = source or spec.source
     if source == "builtin:constant":
         raise ConfigError("model=constant has no architecture (it answers without a model)")
+    if source.startswith("builtin:") and isinstance(spec, QwenVLSpec):
+        from adatp_bench.models.qwen_tiny import build_tiny_qwen_config
+
+        return build_tiny_qwen_config()
     if source.startswith("builtin:"):
         from adatp_bench.models.builtin import builtin_config
 
@@ -59,3 +67,30 @@ def model_architecture(spec: ModelSpec, source: str | None = None) -> Any:
 
     return load_full_size_config(spec.full_size_config or spec.name)
 
+
+
+def validate_on_model(method: PruningMethod, spec: ModelSpec, source: str | None, num_frames: int | None) -> None:
+    """Check a method's settings against a model's dimensions (no weights): raises ``ConfigError`` for an invalid
+    setting and its subclass ``UnreachableSetting`` for one this method cannot reach on this model."""
+    dims = model_dims(spec, source)
+    if isinstance(spec, QwenVLSpec):  # refuse what is not meaningful on Qwen; a layout frame is a temporal patch
+        from adatp_bench.models.qwen_vl import check_method
+
+        check_method(method.name, spec.name)
+        method.validate(dims.tokens_per_frame, spec.temporal_patches(num_frames), dims.num_layers)
+        return
+    method.validate(dims.tokens_per_frame, num_frames or spec.num_frames, dims.num_layers)
+
+
+def unreachable_reason(
+    method: PruningMethod, spec: ModelSpec, source: str | None, num_frames: int | None
+) -> str | None:
+    """Why ``method`` cannot run on this model at its budget (a cell that is "n/a", not failed), or None. Invalid
+    settings are not answered here: they fail as cells, with their own error."""
+    try:
+        validate_on_model(method, spec, source, num_frames)
+    except UnreachableSetting as err:
+        return str(err)
+    except ConfigError:
+        return None
+    return None

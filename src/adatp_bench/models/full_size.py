@@ -24,20 +24,43 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import LlavaOnevisionConfig, PreTrainedConfig, PreTrainedModel, SiglipConfig
+from transformers import (
+    LlavaOnevisionConfig,
+    PreTrainedConfig,
+    PreTrainedModel,
+    Qwen2_5_VLConfig,
+    Qwen2VLConfig,
+    SiglipConfig,
+)
 
 from adatp_bench.core.layout import NewlineLayout
 from adatp_bench.errors import ConfigError
-from adatp_bench.models.specs import MODEL_SPECS, Pooling
+from adatp_bench.models.specs import MODEL_SPECS, Pooling, QwenVLSpec
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 #: Names accepted by `load_full_size_config` and `build_on_meta`.
-FULL_SIZE_NAMES: tuple[str, ...] = ("llava_ov_0.5b", "llava_ov_7b", "llava_video_7b", "siglip_so400m")
+FULL_SIZE_NAMES: tuple[str, ...] = (
+    "llava_ov_0.5b",
+    "llava_ov_7b",
+    "llava_video_7b",
+    "siglip_so400m",
+    "qwen2_5_vl_3b",
+    "qwen2_5_vl_7b",
+    "qwen2_vl_7b",
+)
 
 _CONFIG_CLASSES: dict[str, type[PreTrainedConfig]] = {
     "LlavaOnevisionConfig": LlavaOnevisionConfig,
     "SiglipConfig": SiglipConfig,
+    "Qwen2_5_VLConfig": Qwen2_5_VLConfig,
+    "Qwen2VLConfig": Qwen2VLConfig,
+}
+#: Model class built on the meta device for each config class (default: LLaVA-OneVision).
+_MODEL_CLASSES: dict[str, str] = {
+    "SiglipConfig": "SiglipModel",
+    "Qwen2_5_VLConfig": "Qwen2_5_VLForConditionalGeneration",
+    "Qwen2VLConfig": "Qwen2VLForConditionalGeneration",
 }
 
 
@@ -64,7 +87,9 @@ class VideoPath:
 
     @property
     def newline_tokens(self) -> int:
-        """Newline positions: one after the whole video (``per_video``) or one per pooled row (``per_row``)."""
+        """Newline positions: one after the whole video (``per_video``), one per pooled row (``per_row``), or none."""
+        if self.newline_layout == "none":
+            return 0
         return 1 if self.newline_layout == "per_video" else self.frames * self.pooled_grid
 
     @property
@@ -121,7 +146,8 @@ def _quiet_transformers():
 
 def load_full_size_config(name: str) -> PreTrainedConfig:
     """Return the published config of `name`: a `LlavaOnevisionConfig` for `llava_ov_0.5b`, `llava_ov_7b`,
-    `llava_video_7b`, or a `SiglipConfig` for `siglip_so400m`. Offline; raises `ConfigError` for unknown names."""
+    `llava_video_7b`, a `Qwen2_5_VLConfig` / `Qwen2VLConfig` for `qwen2_5_vl_3b`, `qwen2_5_vl_7b` / `qwen2_vl_7b`,
+    or a `SiglipConfig` for `siglip_so400m`. Offline; raises `ConfigError` for unknown names."""
     data = _read(name)
     cls = _CONFIG_CLASSES[data["config_class"]]
     with _quiet_transformers():
@@ -135,6 +161,17 @@ def video_path(name: str) -> VideoPath:
     if spec is None or "vision_config" not in data["config"]:
         raise ConfigError(f"{name!r} has no video path: no model spec in models/specs.py uses this config")
     vision = data["config"]["vision_config"]
+    if isinstance(spec, QwenVLSpec):  # frames = temporal patches; the grid of the nominal (square) frame size
+        h, w = spec.token_grid()
+        if h != w:
+            raise ConfigError(f"{name!r}: the nominal frame size {spec.frame_size} gives a {h}×{w} grid, not square")
+        return VideoPath(
+            frames=spec.temporal_patches(),
+            pooling=spec.pooling,
+            newline_layout=spec.newline_layout,
+            patch_grid=h * spec.merge_size,
+            pooled_grid=h,
+        )
     patch_grid = int(vision["image_size"]) // int(vision["patch_size"])
     return VideoPath(
         frames=spec.num_frames,
@@ -148,13 +185,15 @@ def video_path(name: str) -> VideoPath:
 def build_on_meta(name: str, *, attn_implementation: str = "sdpa") -> PreTrainedModel:
     """Build the full-size model on the `meta` device (no weights, no memory) in eval mode.
 
-    LLaVA names give `LlavaOnevisionForConditionalGeneration`; `siglip_so400m` gives `SiglipModel`.
+    LLaVA names give `LlavaOnevisionForConditionalGeneration`, Qwen names their `…ForConditionalGeneration`,
+    `siglip_so400m` gives `SiglipModel`.
     """
-    from transformers import LlavaOnevisionForConditionalGeneration, SiglipModel
+    import transformers
 
     config = load_full_size_config(name)
     config._attn_implementation = attn_implementation
-    model_cls = SiglipModel if isinstance(config, SiglipConfig) else LlavaOnevisionForConditionalGeneration
+    cls_name = _MODEL_CLASSES.get(type(config).__name__, "LlavaOnevisionForConditionalGeneration")
+    model_cls = getattr(transformers, cls_name)
     with _quiet_transformers(), torch.device("meta"):
         model = model_cls(config)
     return model.eval()

@@ -1,11 +1,12 @@
-"""Build the model a ``conf/model`` entry names: a :class:`~adatp_bench.models.adapter.VideoLLM`, or the
-constant-answer check model."""
+"""Build the model a ``conf/model`` entry names: a :class:`~adatp_bench.models.adapter.VideoLLM` (for Qwen2-VL /
+Qwen2.5-VL its subclass :class:`~adatp_bench.models.qwen_vl.QwenVideoLLM`), or the constant-answer check model."""
 
 from __future__ import annotations
 
 from adatp_bench.models.adapter import VideoLLM
 from adatp_bench.models.constant import ConstantAnswerModel
-from adatp_bench.models.specs import get_spec
+from adatp_bench.models.qwen_vl import QwenVideoLLM
+from adatp_bench.models.specs import QwenVLSpec, get_spec
 
 CONSTANT_SOURCE = "builtin:constant"
 
@@ -24,7 +25,8 @@ def load_model(
     spec = get_spec(name)
     if (source or spec.source) == CONSTANT_SOURCE:
         return ConstantAnswerModel(spec, answer or "")
-    return VideoLLM.from_spec(
+    adapter = QwenVideoLLM if isinstance(spec, QwenVLSpec) else VideoLLM  # Qwen2-VL / Qwen2.5-VL: models/qwen_vl.py
+    return adapter.from_spec(
         spec,
         source=source,
         dtype=dtype,

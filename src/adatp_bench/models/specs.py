@@ -164,3 +164,127 @@ register_spec(
         relevance_encoder="none",
     )
 )
+
+
+# -- Qwen2-VL / Qwen2.5-VL (adapter: models/qwen_vl.py) ---------------------------------------------------------------
+# Model specs of Qwen2-VL and Qwen2.5-VL (:class:`QwenVLSpec`): hub ids, frames, the video processor's pixel bounds.
+#
+# | spec | LLM | frames | temporal patches | tokens per temporal patch | newline layout |
+# |---|---|---|---|---|---|
+# | qwen2_5_vl_3b | Qwen2.5-3B (36 layers) | 32 | 16 | 16×16 = 256 at 448×448 px | none |
+# | qwen2_5_vl_7b | Qwen2.5-7B (28 layers) | 32 | 16 | 256 | none |
+# | qwen2_vl_7b | Qwen2-7B (28 layers) | 32 | 16 | 256 | none |
+# | tiny_qwen2_5_vl | 4-layer Qwen2.5-VL decoder | 8 | 4 | 4×5 = 20 at 48×64 px | none |
+#
+# The token grid is dynamic (arXiv 2409.12191 §2.1 "Naive Dynamic Resolution"): the processor's ``smart_resize`` maps
+# each video's frame size into [min_pixels, max_pixels] in multiples of 28 px, and the 2×2 merger gives one token per
+# 28×28 px. ``frame_size`` is the nominal size that fixes token counts before a video is seen (validation, FLOPs).
+# The adapter is ``models/qwen_vl.py``.
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """The processor's resize rule (arXiv 2409.12191 §2.1 "Naive Dynamic Resolution"), from transformers."""
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import smart_resize as hf_smart_resize
+
+    return hf_smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+
+
+@dataclass(frozen=True)
+class QwenVLSpec(ModelSpec):
+    """A Qwen2-VL / Qwen2.5-VL model: :class:`ModelSpec` plus the video processor's settings.
+
+    Attributes:
+        family: transformers ``model_type`` (``qwen2_vl`` or ``qwen2_5_vl``).
+        min_pixels, max_pixels: per-frame ``smart_resize`` bounds (processor ``size`` shortest/longest edge).
+        frame_size: nominal (H, W) of input frames, for token counts known before any video (validation, FLOPs).
+        fps: frames per second the sampled frames stand for (Qwen2.5-VL's absolute-time temporal ids; qwen-vl-utils'
+            default is 2).
+        patch_size, merge_size, temporal_patch_size: the ViT's patching (all Qwen2/2.5-VL checkpoints: 14, 2, 2).
+    """
+
+    family: str = "qwen2_5_vl"
+    min_pixels: int = 128 * 28 * 28
+    max_pixels: int = 768 * 28 * 28
+    frame_size: tuple[int, int] = (448, 448)
+    fps: float = 2.0
+    patch_size: int = 14
+    merge_size: int = 2
+    temporal_patch_size: int = 2
+
+    def pooled_side(self, patches_per_side: int) -> int:
+        """Tokens per side after the 2×2 merger."""
+        return patches_per_side // self.merge_size
+
+    def token_grid(self, height: int | None = None, width: int | None = None) -> tuple[int, int]:
+        """(h, w) merged tokens per temporal patch for frames of ``height × width`` (default: :attr:`frame_size`)."""
+        h, w = self.frame_size if height is None or width is None else (height, width)
+        factor = self.patch_size * self.merge_size
+        rh, rw = smart_resize(h, w, factor, self.min_pixels, self.max_pixels)
+        return rh // factor, rw // factor
+
+    def temporal_patches(self, num_frames: int | None = None) -> int:
+        """Temporal patches for ``num_frames`` input frames (the processor repeats the last frame of an odd count)."""
+        return math.ceil((num_frames or self.num_frames) / self.temporal_patch_size)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Merged tokens per temporal patch at :attr:`frame_size`."""
+        h, w = self.token_grid()
+        return h * w
+
+
+def is_qwen(spec: ModelSpec) -> bool:
+    return isinstance(spec, QwenVLSpec)
+
+
+register_spec(
+    QwenVLSpec(
+        name="qwen2_5_vl_3b",
+        source="Qwen/Qwen2.5-VL-3B-Instruct",
+        num_frames=32,
+        pooling="merge2x2",  # type: ignore[arg-type]
+        newline_layout="none",
+        relevance_encoder="none",
+        full_size_config="qwen2_5_vl_3b",
+        family="qwen2_5_vl",
+    )
+)
+register_spec(
+    QwenVLSpec(
+        name="qwen2_5_vl_7b",
+        source="Qwen/Qwen2.5-VL-7B-Instruct",
+        num_frames=32,
+        pooling="merge2x2",  # type: ignore[arg-type]
+        newline_layout="none",
+        relevance_encoder="none",
+        full_size_config="qwen2_5_vl_7b",
+        family="qwen2_5_vl",
+    )
+)
+register_spec(
+    QwenVLSpec(
+        name="qwen2_vl_7b",
+        source="Qwen/Qwen2-VL-7B-Instruct",
+        num_frames=32,
+        pooling="merge2x2",  # type: ignore[arg-type]
+        newline_layout="none",
+        relevance_encoder="none",
+        full_size_config="qwen2_vl_7b",
+        family="qwen2_vl",
+    )
+)
+register_spec(
+    QwenVLSpec(
+        # Offline random Qwen2.5-VL (models/qwen_tiny.py): tests and the demo.
+        name="tiny_qwen2_5_vl",
+        source="builtin:tiny_qwen2_5_vl",
+        num_frames=8,
+        pooling="merge2x2",  # type: ignore[arg-type]
+        newline_layout="none",
+        relevance_encoder="none",
+        family="qwen2_5_vl",
+        min_pixels=112 * 112,  # models/qwen_tiny.py TINY_QWEN_MIN_PIXELS / MAX_PIXELS
+        max_pixels=112 * 168,
+        frame_size=(48, 64),
+    )
+)

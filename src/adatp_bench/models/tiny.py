@@ -45,8 +45,9 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level BPE with the 256 GPT-2 byte symbols and no merges: any UTF-8 text round-trips."""
+def byte_tokenizer(special_tokens: list[str], chat_template: str) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with the 256 GPT-2 byte symbols and no merges (any UTF-8 text round-trips), eos
+    ``<|im_end|>``, pad ``<|endoftext|>`` and ``special_tokens`` as the additional special tokens."""
     vocab = {sym: i for i, sym in enumerate(bytes_to_unicode().values())}
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -55,11 +56,16 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
         tokenizer_object=backend,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        additional_special_tokens=SPECIAL_TOKENS[1:],
+        additional_special_tokens=list(special_tokens),
         model_input_names=["input_ids", "attention_mask"],  # no token_type_ids (breaks generate on 4.57)
     )
-    tok.chat_template = CHAT_TEMPLATE
+    tok.chat_template = chat_template
     return tok
+
+
+def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """The tiny LLaVA-OneVision's tokenizer: :func:`byte_tokenizer` with its special tokens and chat template."""
+    return byte_tokenizer(SPECIAL_TOKENS[1:], CHAT_TEMPLATE)
 
 
 def build_tiny_config(tokenizer: PreTrainedTokenizerFast, num_layers: int = 4) -> LlavaOnevisionConfig:

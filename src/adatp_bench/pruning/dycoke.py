@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from adatp_bench.core.context import SampleContext
 from adatp_bench.core.layout import NEWLINE_POLICIES, VideoLayout, VisualTokens
 from adatp_bench.core.sequence import VISUAL, SequenceState
-from adatp_bench.errors import ConfigError
+from adatp_bench.errors import ConfigError, UnreachableSetting
 from adatp_bench.pruning.base import PruningMethod, register_method
 from adatp_bench.pruning.selection import check_retention
 
@@ -131,7 +131,7 @@ class DyCoke(PruningMethod):
     def validate(self, tokens_per_frame: int, num_frames: int, num_layers: int) -> None:
         check_retention("retention", self.retention)
         if self.retention < 0.25:
-            raise ConfigError(
+            raise UnreachableSetting(
                 f"dycoke retention={self.retention} is impossible: TTM keeps one whole frame in every four, so its "
                 "retention is (1 + 3(1 − K))/4 ≥ 0.25"
             )

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from adatp_bench.core.context import SampleContext
 from adatp_bench.core.layout import VideoLayout, VisualTokens
-from adatp_bench.errors import ConfigError
+from adatp_bench.errors import ConfigError, UnreachableSetting
 from adatp_bench.pruning.base import PruningMethod, register_method
 from adatp_bench.pruning.dpc import density_peaks
 from adatp_bench.pruning.selection import check_retention, per_frame_budget
@@ -284,7 +284,7 @@ class FastVID(PruningMethod):
     def validate(self, tokens_per_frame: int, num_frames: int, num_layers: int) -> None:
         check_retention("retention", self.retention)
         if per_frame_budget(tokens_per_frame, self.retention) < 1:
-            raise ConfigError(
+            raise UnreachableSetting(
                 f"fastvid retention={self.retention} keeps int({tokens_per_frame}·r) = 0 tokens per frame"
             )
         if self.c < 1 or self.p < 1:

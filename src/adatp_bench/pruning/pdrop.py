@@ -38,7 +38,7 @@ import torch
 from adatp_bench.core.context import SampleContext
 from adatp_bench.core.layout import VideoLayout
 from adatp_bench.core.sequence import SequenceState
-from adatp_bench.errors import ConfigError
+from adatp_bench.errors import UnreachableSetting
 from adatp_bench.pruning.base import PruningMethod, register_method
 from adatp_bench.pruning.schedule import (
     check_reference_depth,
@@ -98,7 +98,7 @@ class PDrop(PruningMethod):
         check_stage_layers("pdrop", self.layers, self.stage_layers(num_layers), 1, num_layers - 1, num_layers)
         counts = self.stage_counts(num_frames * tokens_per_frame)
         if counts[-1] < 1:
-            raise ConfigError(
+            raise UnreachableSetting(
                 f"pdrop retention={self.retention} keeps no video token at its last stage "
                 f"({num_frames}×{tokens_per_frame} tokens, ratios {self.stage_ratios()})"
             )

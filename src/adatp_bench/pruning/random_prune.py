@@ -15,7 +15,7 @@ import torch
 
 from adatp_bench.core.context import SampleContext
 from adatp_bench.core.layout import VideoLayout, VisualTokens
-from adatp_bench.errors import ConfigError
+from adatp_bench.errors import UnreachableSetting
 from adatp_bench.pruning.base import PruningMethod, register_method
 from adatp_bench.pruning.selection import check_retention, per_frame_budget
 
@@ -56,7 +56,7 @@ class RandomPrune(PruningMethod):
             else int(num_frames * tokens_per_frame * self.retention)
         )
         if kept < 1:
-            raise ConfigError(f"random retention={self.retention} keeps no token")
+            raise UnreachableSetting(f"random retention={self.retention} keeps no token")
 
     def _count(self, layout: VideoLayout) -> int:
         if self.per_frame:

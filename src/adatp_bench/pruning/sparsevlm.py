@@ -32,7 +32,7 @@ import torch
 from adatp_bench.core.context import SampleContext
 from adatp_bench.core.layout import VideoLayout
 from adatp_bench.core.sequence import VISUAL, SequenceState
-from adatp_bench.errors import ConfigError
+from adatp_bench.errors import UnreachableSetting
 from adatp_bench.pruning.base import PruningMethod, register_method
 from adatp_bench.pruning.dpc import dpc_knn
 from adatp_bench.pruning.schedule import (
@@ -161,7 +161,7 @@ class SparseVLM(PruningMethod):
         # scoring layer l prunes the tokens entering layer l + 1, so the last layer cannot score
         check_stage_layers("sparsevlm", self.layers, self.score_layers(num_layers), 0, num_layers - 2, num_layers)
         if int(num_frames * tokens_per_frame * self.stage_ratios()[-1]) < 1:
-            raise ConfigError(f"sparsevlm retention={self.retention} keeps no video token at its last stage")
+            raise UnreachableSetting(f"sparsevlm retention={self.retention} keeps no video token at its last stage")
 
     def expected_video_tokens(self, layout: VideoLayout, num_layers: int) -> list[int]:
         n0 = layout.video_len

@@ -2,12 +2,13 @@
 
 These are numbers printed in the papers, copied into ``report/reference/`` with their source. They are returned only
 for display in columns labelled "published" and for comparison with our paper-convention FLOPs; nothing here is ever
-used as, or mixed into, a measured value. Two views of the same CSV files:
+used as, or mixed into, a measured value. Three views of the CSV files:
 
 - Table 1 (`report.table1`): `published_row` matches a (model, method, setting) cell to the published average and
   % FLOPs;
 - the FLOPs table (`report.flops_table`): `load_published_rows` gives the FastVID rows that carry a token schedule, with
-  their TFLOPs exactly as printed (`PublishedRow`), and `adatp_targets` AdaTP's published % of vanilla FLOPs.
+  their TFLOPs exactly as printed (`PublishedRow`), and `adatp_targets` AdaTP's published % of vanilla FLOPs;
+- the bias analysis (`report.bias`): `published_bias`, AdaTP's global-bias statistic, shown beside ours.
 """
 
 from __future__ import annotations
@@ -99,8 +100,28 @@ def printed_retention(model: str, setting: str) -> str:
     return f"{pct:.1f}%".replace(".0%", "%")
 
 
+#: Our benchmark names → the reference CSVs' score columns (all on a 0–100 scale).
+BENCHMARK_COLUMNS = {
+    "videomme": "videomme",
+    "mlvu_dev": "mlvu",
+    "longvideobench_val_v": "longvideobench",
+    "mvbench": "mvbench",  # FastVID Tables 1-2 print it; AdaTP's headline rows do not
+}
+
+
+def _number(value: object) -> float | None:
+    """A CSV cell as a float; None where the source prints nothing."""
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return None if out != out else out  # NaN: an empty cell
+
+
 def published_row(model: str, method: str, setting: str) -> dict[str, object] | None:
-    """The published average (VideoMME/MLVU/LVB), % FLOPs and source for a matching row, or None."""
+    """A matching published row, or None: its per-benchmark scores (``scores``: our benchmark name → score, only
+    those the source prints), average over VideoMME/MLVU/LVB (``avg``), TFLOPs, % of vanilla FLOPs, % of its own
+    vanilla average (``avg_pct``, where printed) and source."""
     title, name = MODEL_TITLES.get(model), METHOD_TITLES.get(method)
     if title is None or name is None:
         return None
@@ -114,8 +135,11 @@ def published_row(model: str, method: str, setting: str) -> dict[str, object] | 
             return None
         row = hit.iloc[0]
         return {
+            "scores": _scores(row),
             "avg": float(row.avg),
+            "tflops": _number(row.tflops),
             "flops_pct": float(row.flops_pct),
+            "avg_pct": 100 * float(row.avg) / float(row.vanilla_avg) if _number(row.vanilla_avg) else None,
             "source": "AdaTP headline (arXiv 2505.20100; values from the project specification)",
         }
     df = _fastvid_tables()
@@ -123,11 +147,29 @@ def published_row(model: str, method: str, setting: str) -> dict[str, object] | 
     if len(hit) != 1:
         return None
     row = hit.iloc[0]
+    tflops = row.tflops if "tflops" in row and _number(row.tflops) is not None else row.get("tflops_incl_newlines")
+    vanilla = df[(df.model == title) & (df.method == "Vanilla")].avg3_lvb_mlvu_vmme_derived
     return {
+        "scores": _scores(row),
         "avg": float(row.avg3_lvb_mlvu_vmme_derived),
+        "tflops": _number(tflops),
         "flops_pct": float(row.flops_pct_derived),
+        "avg_pct": 100 * float(row.avg3_lvb_mlvu_vmme_derived) / float(vanilla.iloc[0]) if len(vanilla) else None,
         "source": f"{row.table} (arXiv 2503.11187v2), mean of LVB/MLVU/VideoMME",
+        # the printed Avg and % of vanilla, over MVBench/LVB/MLVU/VideoMME (for a grid with all four)
+        "avg4": _number(row.get("avg")),
+        "avg4_pct": _number(row.get("avg_pct")),
     }
+
+
+def _scores(row: pd.Series) -> dict[str, float]:
+    """The per-benchmark scores a published row prints, by our benchmark name."""
+    out = {}
+    for bench, column in BENCHMARK_COLUMNS.items():
+        value = _number(row.get(column))
+        if value is not None:
+            out[bench] = value
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -194,3 +236,15 @@ def adatp_targets(reference_dir: Path = REFERENCE_DIR) -> list[tuple[str, float]
             if rec["method"] == "AdaTP" and rec["model"] in _HEADLINE_MODELS:
                 out.append((_HEADLINE_MODELS[rec["model"]], float(rec["flops_pct"])))
     return out
+
+
+ADATP_BIAS_CSV = "adatp_bias.csv"
+
+
+def published_bias(model: str, num_frames: int, top_q: float, last_k: int) -> list[dict[str, object]]:
+    """The published attention-bias statistics (``make bias``) measured under the same model, frames, top share and
+    last-k frames as ours, each with its layer, value and source; empty when none matches these settings."""
+    rows = pd.read_csv(REFERENCE_DIR / ADATP_BIAS_CSV)
+    match = rows[(rows.model == model) & (rows.num_frames == num_frames) & (rows.top_q == top_q)
+                 & (rows.last_k == last_k)]  # fmt: skip
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items()} for rec in match.to_dict("records")]

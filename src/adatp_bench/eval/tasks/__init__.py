@@ -109,6 +109,14 @@ BENCHMARKS: dict[str, Benchmark] = {
             metrics=("lvb_acc",),
         ),
         Benchmark(
+            name="mvbench",  # a group of 20 sub-tasks, one JSON file each: rendered by tasks/mvbench.py
+            template="mvbench.yaml",
+            split="train",
+            annotation="mvbench_video/json",  # the folder of <sub_task>.json files
+            video_subdir="mvbench_video",  # the root of upstream's DATA_LIST folders
+            metrics=("mvbench_accuracy",),
+        ),
+        Benchmark(
             name="custom",  # benchmark=custom: your own videos and questions (eval/custom.py); paths are given
             template="custom.yaml",
             split="test",
@@ -122,6 +130,9 @@ BENCHMARKS: dict[str, Benchmark] = {
 
 #: The paper's benchmarks (upstream lmms-eval tasks): the ones with a synthetic version and a data layout.
 UPSTREAM: tuple[str, ...] = ("videomme", "mlvu_dev", "longvideobench_val_v")
+#: Upstream benchmarks that are lmms-eval *groups* of sub-tasks (rendered by ``eval/tasks/mvbench.py``, not by
+#: :func:`write_task_dir`); each has a synthetic version and a data layout too.
+GROUPS: tuple[str, ...] = ("mvbench",)
 
 
 def task_name(benchmark: str, variant: Variant) -> str:
@@ -134,7 +145,8 @@ def task_name(benchmark: str, variant: Variant) -> str:
 
 def all_task_names() -> list[str]:
     """Every task name this package can render."""
-    return [*(task_name(b, v) for v in VARIANTS for b in UPSTREAM), "custom_local"]  # type: ignore[arg-type]
+    names = [task_name(b, v) for v in VARIANTS for b in (*UPSTREAM, *GROUPS)]  # type: ignore[arg-type]
+    return [*names, "custom_local"]
 
 
 def benchmark_of(task: str) -> Benchmark:
@@ -145,6 +157,9 @@ def benchmark_of(task: str) -> Benchmark:
         suffix = f"_{variant}"
         if task.endswith(suffix) and task[: -len(suffix)] in BENCHMARKS:
             return BENCHMARKS[task[: -len(suffix)]]
+        for group in GROUPS:  # a sub-task of a group: mvbench_<sub_task>_<variant>
+            if task.startswith(f"{group}_") and task.endswith(suffix):
+                return BENCHMARKS[group]
     raise ConfigError(f"unknown task {task!r}; known: {sorted([*BENCHMARKS, *all_task_names()])}")
 
 
@@ -207,6 +222,12 @@ def write_task_dir(
     data_root = Path(data_dir).expanduser().resolve()
     dest = Path(dest_dir).expanduser().resolve()
     selected = list(UPSTREAM) if benchmarks is None else [_check_benchmark(b).name for b in benchmarks]
+    grouped = [b for b in selected if b in GROUPS]
+    if grouped:
+        raise ConfigError(
+            f"{grouped} are lmms-eval groups of sub-tasks: render them with "
+            "adatp_bench.eval.tasks.mvbench.write_mvbench_task_dir"
+        )
     for mapping in (annotations or {}), (video_dirs or {}):
         for key in mapping:
             _check_benchmark(key)
