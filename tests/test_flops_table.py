@@ -115,7 +115,7 @@ def test_command_exits_zero_and_prints_the_grid() -> None:
     out = done.stdout
     assert "(b) Table 1 grid" in out and "(c) AdaTP operating points" in out
     assert out.count(flops_grid.DATA_DEPENDENT) >= 4 * 3 * 4  # 4 methods × 3 models × 4 budgets
-    assert "33/35 rows match" in out
+    assert "40/43 rows match" in out
 
 
 def test_fastvid_settings_outside_the_grid() -> None:

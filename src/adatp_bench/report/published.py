@@ -48,6 +48,9 @@ TOKENS_PER_FRAME = {"llava_ov_7b": 196, "llava_ov_0.5b": 196, "llava_video_7b": 
 PUBLISHED_TABLES: dict[str, tuple[str, str, str]] = {
     "fastvid_table1_llava_ov_7b.csv": ("llava_ov_7b", "tflops", "FastVID Table 1 (LLaVA-OV-7B)"),
     "fastvid_table2_llava_video_7b.csv": ("llava_video_7b", "tflops_incl_newlines", "FastVID Table 2 (LLaVA-Video-7B)"),
+    # Qwen: dynamic resolution, so the schedules are the printed mean video tokens per sample (docs/qwen.md)
+    "fastvid_table3_qwen2_vl_7b.csv": ("qwen2_vl_7b", "tflops", "FastVID Table 3 (Qwen2-VL-7B)"),
+    "fastvid_table4_qwen2_5_vl_7b.csv": ("qwen2_5_vl_7b", "tflops", "FastVID Table 4 (Qwen2.5-VL-7B)"),
 }
 
 #: AdaTP headline models (report/reference/adatp_headline.csv names) → our full-size model names.
@@ -62,6 +65,10 @@ FLAGGED_ROWS: dict[tuple[str, str], str] = {
     ("FastVID+FastV", "9.7%/3.6%"): (
         "printed 2.47 is above the formula for 10 layers at 608 (9.7%) + 18 at 226 (3.6% of 6272); the exact in-LLM "
         "schedule is not published (docs/flops.md §4: ≈3% off)"
+    ),
+    ("FastVID", "24.1%"): (
+        "printed 23.2 is a rounding edge: 28 layers at the printed mean of 3240.7 tokens give 23.254 (23.3); a mean "
+        "of at most 3240.1 tokens (the printed mean rounded up) gives 23.2"
     ),
 }
 
