@@ -71,7 +71,7 @@ def render(table: pd.DataFrame, long: pd.DataFrame, out_dir: Path, title: str) -
 
 def score_vs_frames(table: pd.DataFrame, path: Path, title: str) -> Path:
     """Per model: the average score against sampled frames at a fixed token budget; vanilla dashed."""
-    plt = plots._pyplot()
+    plt = plots.pyplot()
     colours = plots.method_colours(table)
     models = list(dict.fromkeys(table.model)) or ["(none)"]
     fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.9), dpi=120, squeeze=False)
@@ -90,10 +90,10 @@ def score_vs_frames(table: pd.DataFrame, path: Path, title: str) -> Path:
         ax.set_ylabel("average score")
         ax.grid(alpha=0.3)
         if rows.empty:
-            plots._empty(ax)
+            plots.empty_panel(ax)
         else:
             ax.legend(fontsize=6, ncol=2)
-    return plots._finish(fig, path)
+    return plots.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> None:

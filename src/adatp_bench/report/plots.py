@@ -52,7 +52,8 @@ def save_figure(fig: Any, path: Path) -> Path:
     return path
 
 
-def _empty(ax: Any) -> None:
+def empty_panel(ax: Any) -> None:
+    """Mark a panel that has nothing to draw yet."""
     ax.text(0.5, 0.5, "no finished rows yet", ha="center", va="center", transform=ax.transAxes)
 
 
@@ -85,7 +86,7 @@ def accuracy_vs_flops(table: pd.DataFrame, path: Path, title: str) -> Path:
             if drawn:
                 ax.legend(fontsize=6, ncol=2)
             else:
-                _empty(ax)
+                empty_panel(ax)
     return save_figure(fig, path)
 
 
@@ -110,7 +111,7 @@ def latency_vs_flops(table: pd.DataFrame, path: Path, title: str) -> Path:
         ax.set_ylabel("prefill latency (ms)")
         ax.grid(alpha=0.3)
         if rows.empty:
-            _empty(ax)
+            empty_panel(ax)
         else:
             ax.legend(fontsize=6, ncol=2)
     return save_figure(fig, path)
