@@ -177,19 +177,9 @@ def run_cell(cfg: DictConfig) -> CellOutcome:
 def cell_unreachable(cfg: DictConfig, settings: dict[str, Any]) -> str | None:
     """Why the cell's method cannot reach its budget on its model (the cell is "n/a": nothing is run or written), or
     None. Checked from the model's dimensions only; an invalid setting is left to fail as a cell."""
-    from adatp_bench.models.dims import unreachable_reason
-    from adatp_bench.models.loading import is_constant
-    from adatp_bench.models.specs import get_spec
-    from adatp_bench.pruning import build_method
+    from adatp_bench.models.dims import cell_unreachable as reason
 
-    try:
-        spec = get_spec(cfg.model.name)
-        if is_constant(spec.name, cfg.model.source):  # takes no method at all: a failed cell (``_evaluate``)
-            return None
-        method = build_method(cfg.method.name, **settings)
-        return unreachable_reason(method, spec, cfg.model.source, cfg.model.num_frames)
-    except ConfigError:
-        return None
+    return reason(cfg.model.name, cfg.model.source, cfg.model.num_frames, cfg.method.name, settings)
 
 
 def _evaluate(

@@ -94,3 +94,21 @@ def unreachable_reason(
     except ConfigError:
         return None
     return None
+
+
+def cell_unreachable(
+    model: str, source: str | None, num_frames: int | None, method: str, settings: dict[str, Any]
+) -> str | None:
+    """Why a cell (model, method with ``settings``) cannot reach its budget: the reason of an "n/a" cell, or None.
+    The constant-answer model takes no method (a failed cell) and an invalid setting fails as a cell: both None."""
+    from adatp_bench.models.loading import is_constant
+    from adatp_bench.models.specs import get_spec
+    from adatp_bench.pruning import build_method
+
+    try:
+        spec = get_spec(model)
+        if is_constant(spec.name, source):
+            return None
+        return unreachable_reason(build_method(method, **settings), spec, source, num_frames)
+    except ConfigError:
+        return None

@@ -20,10 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from adatp_bench.errors import ConfigError
-from adatp_bench.models.dims import unreachable_reason
-from adatp_bench.models.loading import is_constant
+from adatp_bench.models.dims import cell_unreachable
 from adatp_bench.models.specs import get_spec
-from adatp_bench.pruning import build_method
 from adatp_bench.regression import update_pending
 from adatp_bench.report import plots
 from adatp_bench.report.grid import Cell, experiment_cells, find_record, records_by_settings
@@ -74,13 +72,7 @@ def unreachable(cell: Cell) -> str | None:
 
 @functools.cache
 def _unreachable(model: str, source: str | None, frames: int | None, method: str, settings: str) -> str | None:
-    try:
-        spec = get_spec(model)
-        if is_constant(spec.name, source):
-            return None
-        return unreachable_reason(build_method(method, **json.loads(settings)), spec, source, frames)
-    except ConfigError:  # an invalid setting is a failed cell, with its own record
-        return None
+    return cell_unreachable(model, source, frames, method, json.loads(settings))  # cached: one check per cell
 
 
 def collect(cells: list[Cell], results_dir: Path, subset: str = "all", hard_reference: str = "r25") -> pd.DataFrame:
